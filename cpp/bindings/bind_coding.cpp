@@ -1,0 +1,85 @@
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "nnsqueeze/arith.hpp"
+#include "nnsqueeze/byte_coder.hpp"
+#include "nnsqueeze/level_coder.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+using Levels = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using LevelsOut = nb::ndarray<int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Bytes = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using BytesOut = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+nb::bytes to_bytes(const std::vector<uint8_t>& v) { return nb::bytes(reinterpret_cast<const char*>(v.data()), v.size()); }
+
+void check_count(std::size_t rows, std::size_t cols, std::size_t count) {
+    if (rows * cols != count) throw std::invalid_argument("rows * cols does not match the number of levels");
+}
+
+}  // namespace
+
+void bind_coding(nb::module_& m) {
+    nb::exception<nnsqueeze::BitstreamError>(m, "CoreBitstreamError", PyExc_ValueError);
+
+    m.attr("MAX_GTX") = nnsqueeze::kMaxGtx;
+    m.attr("MAX_ABS_LEVEL") = nnsqueeze::kMaxAbsLevel;
+
+    m.def("max_elements_for_payload", &nnsqueeze::max_elements_for_payload, "payload_bytes"_a);
+
+    m.def(
+        "encode_levels",
+        [](Levels levels, std::size_t rows, std::size_t cols, int num_gtx) {
+            check_count(rows, cols, levels.shape(0));
+            std::vector<uint8_t> out;
+            {
+                nb::gil_scoped_release release;
+                out.reserve(levels.shape(0) / 2 + 16);
+                nnsqueeze::encode_levels(levels.data(), rows, cols, nnsqueeze::LevelCoderParams{num_gtx}, out);
+            }
+            return to_bytes(out);
+        },
+        "levels"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a);
+
+    m.def(
+        "decode_levels",
+        [](Bytes payload, std::size_t rows, std::size_t cols, int num_gtx, LevelsOut out) {
+            check_count(rows, cols, out.shape(0));
+            nb::gil_scoped_release release;
+            nnsqueeze::decode_levels(payload.data(), payload.shape(0), rows, cols,
+                                     nnsqueeze::LevelCoderParams{num_gtx}, out.data());
+        },
+        "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "out"_a.noconvert());
+
+    m.def(
+        "encode_bytes",
+        [](Bytes data, int itemsize) {
+            if (itemsize <= 0 || data.shape(0) % static_cast<std::size_t>(itemsize) != 0)
+                throw std::invalid_argument("data length is not a multiple of itemsize");
+            std::vector<uint8_t> out;
+            {
+                nb::gil_scoped_release release;
+                out.reserve(data.shape(0) / 2 + 16);
+                nnsqueeze::encode_bytes(data.data(), data.shape(0) / itemsize, itemsize, out);
+            }
+            return to_bytes(out);
+        },
+        "data"_a.noconvert(), "itemsize"_a);
+
+    m.def(
+        "decode_bytes",
+        [](Bytes payload, int itemsize, BytesOut out) {
+            if (itemsize <= 0 || out.shape(0) % static_cast<std::size_t>(itemsize) != 0)
+                throw std::invalid_argument("output length is not a multiple of itemsize");
+            nb::gil_scoped_release release;
+            nnsqueeze::decode_bytes(payload.data(), payload.shape(0), out.shape(0) / itemsize, itemsize, out.data());
+        },
+        "payload"_a.noconvert(), "itemsize"_a, "out"_a.noconvert());
+}

@@ -1,0 +1,193 @@
+// Binary arithmetic (range) coder with adaptive context models and bypass bins.
+//
+// The coder keeps a 32-bit range and a 33-bit low register and emits bytes with
+// carry propagation through a pending-byte counter.  Probabilities are 15-bit.
+// No Python headers here: this is the pure C++ core.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nnsqueeze {
+
+// Raised by decoders on malformed input; the bindings map it to ValueError.
+class BitstreamError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Probability precision of the coding engine.
+inline constexpr int kProbBits = 15;
+inline constexpr uint32_t kProbOne = 1u << kProbBits;
+// Smallest probability of the less probable symbol (2^-10).  Bounds the cost of one
+// context-coded bin from below, which lets decoders bound element counts by payload size.
+inline constexpr uint32_t kProbMin = kProbOne >> 10;
+inline constexpr uint32_t kProbMax = kProbOne - kProbMin;
+
+// Adaptive binary probability estimator: two exponentially decaying estimates of
+// P(bit = 1), one fast and one slow, averaged ("dual rate").  A per-model count
+// makes the first observations move the estimate like a running mean, so small
+// tensors do not pay for a long warm-up.
+struct ContextModel {
+    uint16_t fast = 1u << 15;  // P(1) in 16-bit fixed point
+    uint16_t slow = 1u << 15;
+    uint16_t seen = 0;         // observations so far, saturating
+
+    static constexpr int kFastShift = 7;
+    static constexpr uint16_t kSeenCap = 4094;
+    static constexpr int kSlowShift = 10;
+
+    // P(bit = 0) for the coder, in kProbBits precision and clamped.
+    uint32_t p0() const {
+        const uint32_t p1 = (static_cast<uint32_t>(fast) + slow) >> 2;  // 16+16 -> 15 bits
+        uint32_t p = kProbOne - p1;
+        if (p < kProbMin) p = kProbMin;
+        if (p > kProbMax) p = kProbMax;
+        return p;
+    }
+
+    void update(unsigned bit) {
+        // Warm-up: the step is about 1/(n+2) after n observations until it reaches the
+        // model's rate, so estimates start as running means and small tensors adapt fast.
+        const int w = 31 - __builtin_clz(static_cast<uint32_t>(seen) + 2u);
+        const int fs = w < kFastShift ? w : kFastShift;
+        const int ss = w < kSlowShift ? w : kSlowShift;
+        if (seen < kSeenCap) ++seen;
+        if (bit) {
+            fast = static_cast<uint16_t>(fast + ((65535u - fast) >> fs));
+            slow = static_cast<uint16_t>(slow + ((65535u - slow) >> ss));
+        } else {
+            fast = static_cast<uint16_t>(fast - (fast >> fs));
+            slow = static_cast<uint16_t>(slow - (slow >> ss));
+        }
+    }
+};
+
+class ArithEncoder {
+public:
+    explicit ArithEncoder(std::vector<uint8_t>& out) : out_(out) {}
+
+    void encode(unsigned bit, ContextModel& ctx) {
+        const uint32_t bound = (range_ >> kProbBits) * ctx.p0();
+        if (bit) {
+            low_ += bound;
+            range_ -= bound;
+        } else {
+            range_ = bound;
+        }
+        ctx.update(bit);
+        while (range_ < kTop) {
+            range_ <<= 8;
+            shift_low();
+        }
+    }
+
+    // Equiprobable bins, most significant first.
+    void encode_bypass(uint32_t value, int nbits) {
+        for (int i = nbits - 1; i >= 0; --i) {
+            range_ >>= 1;
+            if ((value >> i) & 1u) low_ += range_;
+            while (range_ < kTop) {
+                range_ <<= 8;
+                shift_low();
+            }
+        }
+    }
+
+    void finish() {
+        for (int i = 0; i < 5; ++i) shift_low();
+    }
+
+private:
+    static constexpr uint32_t kTop = 1u << 24;
+
+    void shift_low() {
+        if (static_cast<uint32_t>(low_) < 0xFF000000u || (low_ >> 32) != 0) {
+            const auto carry = static_cast<uint8_t>(low_ >> 32);
+            uint8_t byte = cache_;
+            do {
+                out_.push_back(static_cast<uint8_t>(byte + carry));
+                byte = 0xFF;
+            } while (--pending_ != 0);
+            cache_ = static_cast<uint8_t>(low_ >> 24);
+        }
+        ++pending_;
+        low_ = (low_ & 0x00FFFFFFu) << 8;
+    }
+
+    std::vector<uint8_t>& out_;
+    uint64_t low_ = 0;
+    uint32_t range_ = 0xFFFFFFFFu;
+    uint8_t cache_ = 0;
+    uint64_t pending_ = 1;
+};
+
+class ArithDecoder {
+public:
+    ArithDecoder(const uint8_t* data, std::size_t size) : data_(data), size_(size) {
+        for (int i = 0; i < 5; ++i) code_ = (code_ << 8) | next_byte();
+    }
+
+    unsigned decode(ContextModel& ctx) {
+        const uint32_t bound = (range_ >> kProbBits) * ctx.p0();
+        unsigned bit;
+        if (code_ < bound) {
+            range_ = bound;
+            bit = 0;
+        } else {
+            code_ -= bound;
+            range_ -= bound;
+            bit = 1;
+        }
+        ctx.update(bit);
+        while (range_ < kTop) {
+            range_ <<= 8;
+            code_ = (code_ << 8) | next_byte();
+        }
+        return bit;
+    }
+
+    uint32_t decode_bypass(int nbits) {
+        uint32_t value = 0;
+        for (int i = 0; i < nbits; ++i) {
+            range_ >>= 1;
+            unsigned bit = 0;
+            if (code_ >= range_) {
+                code_ -= range_;
+                bit = 1;
+            }
+            value = (value << 1) | bit;
+            while (range_ < kTop) {
+                range_ <<= 8;
+                code_ = (code_ << 8) | next_byte();
+            }
+        }
+        return value;
+    }
+
+    // Bytes consumed; the encoder's flush makes this equal the stream size when
+    // the stream was decoded with the same symbol count it was written with.
+    std::size_t consumed() const { return pos_; }
+    bool overrun() const { return pos_ > size_; }
+
+private:
+    static constexpr uint32_t kTop = 1u << 24;
+
+    uint32_t next_byte() {
+        // Past the end we feed zeros and count; callers check overrun() and fail.
+        const uint32_t b = pos_ < size_ ? data_[pos_] : 0u;
+        ++pos_;
+        return b;
+    }
+
+    const uint8_t* data_;
+    std::size_t size_;
+    std::size_t pos_ = 0;
+    uint32_t code_ = 0;
+    uint32_t range_ = 0xFFFFFFFFu;
+};
+
+}  // namespace nnsqueeze

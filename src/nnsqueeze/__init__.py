@@ -1,0 +1,1 @@
+"""nnsqueeze: neural network coding (DeepCABAC), efficient formats, compressed training, explanations."""

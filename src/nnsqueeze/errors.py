@@ -1,0 +1,31 @@
+"""The exceptions nnsqueeze raises.  Everything derives from :class:`NnsqueezeError`."""
+
+from __future__ import annotations
+
+
+class NnsqueezeError(Exception):
+    """Base class of all nnsqueeze errors."""
+
+
+class BitstreamError(NnsqueezeError, ValueError):
+    """A ``.nnsq`` file or payload is corrupt, truncated or not an nnsqueeze file."""
+
+
+class UnsupportedVersionError(BitstreamError):
+    """The file was written by a newer nnsqueeze format version than this one reads."""
+
+
+class ConfigError(NnsqueezeError, ValueError):
+    """Invalid options (for example a step size that is not positive)."""
+
+
+class TensorError(NnsqueezeError, ValueError):
+    """A tensor cannot be coded as asked (NaN/Inf values, unsupported dtype, ...)."""
+
+
+class CheckpointError(NnsqueezeError, ValueError):
+    """A checkpoint file cannot be read or written (unknown format, unsafe content, ...)."""
+
+
+class MissingDependencyError(NnsqueezeError, ImportError):
+    """An optional dependency (torch, onnx, ...) is needed for this operation."""
