@@ -24,6 +24,13 @@ void check_count(std::size_t rows, std::size_t cols, std::size_t count) {
     if (rows * cols != count) throw std::invalid_argument("rows * cols does not match the number of levels");
 }
 
+nnsqueeze::LevelCoderParams params(int num_gtx, int fast_shift, int slow_shift) {
+    nnsqueeze::LevelCoderParams p;
+    p.num_gtx = num_gtx;
+    p.rate = nnsqueeze::Adaptation{fast_shift, slow_shift};
+    return p;
+}
+
 }  // namespace
 
 void bind_coding(nb::module_& m) {
@@ -31,32 +38,35 @@ void bind_coding(nb::module_& m) {
 
     m.attr("MAX_GTX") = nnsqueeze::kMaxGtx;
     m.attr("MAX_ABS_LEVEL") = nnsqueeze::kMaxAbsLevel;
+    m.attr("MAX_SHIFT") = nnsqueeze::kMaxShift;
 
     m.def("max_elements_for_payload", &nnsqueeze::max_elements_for_payload, "payload_bytes"_a);
 
     m.def(
         "encode_levels",
-        [](Levels levels, std::size_t rows, std::size_t cols, int num_gtx) {
+        [](Levels levels, std::size_t rows, std::size_t cols, int num_gtx, int fast_shift, int slow_shift) {
             check_count(rows, cols, levels.shape(0));
             std::vector<uint8_t> out;
             {
                 nb::gil_scoped_release release;
                 out.reserve(levels.shape(0) / 2 + 16);
-                nnsqueeze::encode_levels(levels.data(), rows, cols, nnsqueeze::LevelCoderParams{num_gtx}, out);
+                nnsqueeze::encode_levels(levels.data(), rows, cols, params(num_gtx, fast_shift, slow_shift), out);
             }
             return to_bytes(out);
         },
-        "levels"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a);
+        "levels"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a);
 
     m.def(
         "decode_levels",
-        [](Bytes payload, std::size_t rows, std::size_t cols, int num_gtx, LevelsOut out) {
+        [](Bytes payload, std::size_t rows, std::size_t cols, int num_gtx, int fast_shift, int slow_shift,
+           LevelsOut out) {
             check_count(rows, cols, out.shape(0));
             nb::gil_scoped_release release;
             nnsqueeze::decode_levels(payload.data(), payload.shape(0), rows, cols,
-                                     nnsqueeze::LevelCoderParams{num_gtx}, out.data());
+                                     params(num_gtx, fast_shift, slow_shift), out.data());
         },
-        "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "out"_a.noconvert());
+        "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a,
+        "out"_a.noconvert());
 
     m.def(
         "encode_bytes",

@@ -8,6 +8,9 @@
 namespace nnsqueeze {
 namespace {
 
+// Byte planes of real tensors are close to stationary.
+constexpr Adaptation kByteRate{5, 10};
+
 void check_itemsize(int itemsize) {
     if (itemsize != 1 && itemsize != 2 && itemsize != 4 && itemsize != 8) {
         throw std::invalid_argument("itemsize must be 1, 2, 4 or 8, got " + std::to_string(itemsize));
@@ -19,7 +22,7 @@ void check_itemsize(int itemsize) {
 void encode_bytes(const uint8_t* data, std::size_t count, int itemsize, std::vector<uint8_t>& out) {
     check_itemsize(itemsize);
     std::vector<ContextModel> tree(static_cast<std::size_t>(itemsize) * 256);
-    ArithEncoder enc(out);
+    ArithEncoder enc(out, kByteRate);
     for (std::size_t i = 0; i < count; ++i) {
         const uint8_t* element = data + i * static_cast<std::size_t>(itemsize);
         for (int plane = 0; plane < itemsize; ++plane) {
@@ -39,7 +42,7 @@ void encode_bytes(const uint8_t* data, std::size_t count, int itemsize, std::vec
 void decode_bytes(const uint8_t* payload, std::size_t size, std::size_t count, int itemsize, uint8_t* data) {
     check_itemsize(itemsize);
     std::vector<ContextModel> tree(static_cast<std::size_t>(itemsize) * 256);
-    ArithDecoder dec(payload, size);
+    ArithDecoder dec(payload, size, kByteRate);
     for (std::size_t i = 0; i < count; ++i) {
         if ((i & 0xFFFF) == 0 && dec.overrun()) throw BitstreamError("payload ends early (truncated byte stream)");
         uint8_t* element = data + i * static_cast<std::size_t>(itemsize);

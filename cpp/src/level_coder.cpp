@@ -9,10 +9,10 @@
 namespace nnsqueeze {
 namespace {
 
-constexpr int kScaleClasses = 20;   // half-octave classes of the expected magnitude
+constexpr int kScaleClasses = 40;   // quarter-octave classes of the expected magnitude
 constexpr int kPrefixContexts = 24;
-constexpr int kRowShift = 4;        // row magnitude: mean over the last ~16 levels
-constexpr int kColShift = 7;        // column magnitude: mean over the last ~32 rows
+constexpr int kRowShift = 8;        // row magnitude: mean over the last ~256 levels
+constexpr int kColShift = 5;        // column magnitude: mean over the last ~32 rows
 constexpr int kFixedBits = 8;       // magnitudes are tracked as |q| * 2^8
 constexpr uint32_t kMagCap = 1u << 16;
 
@@ -52,8 +52,8 @@ public:
     void select(std::size_t col) {
         const int lr = log2_quarter(row_mag_);
         const int lc = row_ == 0 ? log_mean_ : log2_quarter(col_mag_[col]);
-        // log2(row * col / mean) in half octaves; 2^-4 expected |q| maps to class 0.
-        int cls = ((lr + lc - log_mean_) >> 1) - 2 * (kFixedBits - 4);
+        // log2(row * col / mean) in quarter octaves; 2^-4 expected |q| maps to class 0.
+        int cls = (lr + lc - log_mean_) - 4 * (kFixedBits - 4);
         cls_ = std::clamp(cls, 0, kScaleClasses - 1);
     }
 
@@ -92,6 +92,7 @@ private:
 };
 
 void check_params(const LevelCoderParams& params) {
+    check_adaptation(params.rate);
     if (params.num_gtx < 0 || params.num_gtx > kMaxGtx) {
         throw std::invalid_argument("num_gtx must be in 0.." + std::to_string(kMaxGtx) + ", got " +
                                     std::to_string(params.num_gtx));
@@ -109,7 +110,7 @@ uint64_t max_elements_for_payload(std::size_t payload_bytes) {
 void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols, const LevelCoderParams& params,
                    std::vector<uint8_t>& out) {
     check_params(params);
-    ArithEncoder enc(out);
+    ArithEncoder enc(out, params.rate);
     LevelContexts ctx(cols, params.num_gtx);
     const int n = params.num_gtx;
     for (std::size_t r = 0; r < rows; ++r) {
@@ -155,7 +156,7 @@ void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols, co
 void decode_levels(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
                    const LevelCoderParams& params, int32_t* levels) {
     check_params(params);
-    ArithDecoder dec(data, size);
+    ArithDecoder dec(data, size, params.rate);
     LevelContexts ctx(cols, params.num_gtx);
     const int n = params.num_gtx;
     for (std::size_t r = 0; r < rows; ++r) {

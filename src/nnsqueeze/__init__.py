@@ -1,1 +1,60 @@
-"""nnsqueeze: neural network coding (DeepCABAC), efficient formats, compressed training, explanations."""
+"""nnsqueeze: neural network coding (DeepCABAC) for efficient, distributed and interpretable deep learning.
+
+>>> import numpy as np, nnsqueeze
+>>> weights = {"w": np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)}
+>>> report = nnsqueeze.compress(weights, qp=-20)
+>>> report.file_bytes < weights["w"].nbytes
+True
+"""
+
+from __future__ import annotations
+
+try:
+    from nnsqueeze import _core  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only without a build
+    exc.add_note("nnsqueeze's C++ core is not built: install with `pip install .` (or `pip install -ve .`).")
+    raise
+
+from nnsqueeze.codec import (
+    CompressionReport,
+    CompressOptions,
+    NnsqFile,
+    TensorReport,
+    compress,
+    decompress,
+    load_state_dict,
+)
+from nnsqueeze.errors import (
+    BitstreamError,
+    CheckpointError,
+    ConfigError,
+    MissingDependencyError,
+    NnsqueezeError,
+    TensorError,
+    UnsupportedVersionError,
+)
+from nnsqueeze.quant import qp_to_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BitstreamError",
+    "CheckpointError",
+    "CompressOptions",
+    "CompressionReport",
+    "ConfigError",
+    "MissingDependencyError",
+    "NnsqFile",
+    "NnsqueezeError",
+    "TensorError",
+    "TensorReport",
+    "UnsupportedVersionError",
+    "compress",
+    "decompress",
+    "load_state_dict",
+    "qp_to_step",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__

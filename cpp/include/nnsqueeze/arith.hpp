@@ -27,48 +27,59 @@ inline constexpr uint32_t kProbOne = 1u << kProbBits;
 inline constexpr uint32_t kProbMin = kProbOne >> 10;
 inline constexpr uint32_t kProbMax = kProbOne - kProbMin;
 
-// Adaptive binary probability estimator: two exponentially decaying estimates of
-// P(bit = 1), one fast and one slow, averaged ("dual rate").  A per-model count
-// makes the first observations move the estimate like a running mean, so small
-// tensors do not pay for a long warm-up.
-struct ContextModel {
-    uint16_t fast = 1u << 15;  // P(1) in 16-bit fixed point
-    uint16_t slow = 1u << 15;
-    uint16_t seen = 0;         // observations so far, saturating
+// Adaptation rates of the context models of one stream: each model averages a fast and
+// a slow exponentially decaying estimate; shifts are log2 of their time constants.
+struct Adaptation {
+    int fast_shift = 5;
+    int slow_shift = 9;
+};
+inline constexpr int kMaxShift = 14;
 
-    static constexpr int kFastShift = 7;
-    static constexpr uint16_t kSeenCap = 4094;
-    static constexpr int kSlowShift = 10;
+inline void check_adaptation(const Adaptation& rate) {
+    if (rate.fast_shift < 1 || rate.slow_shift < rate.fast_shift || rate.slow_shift > kMaxShift) {
+        throw std::invalid_argument("adaptation shifts must satisfy 1 <= fast <= slow <= " +
+                                    std::to_string(kMaxShift));
+    }
+}
+
+// Adaptive binary probability estimator ("dual rate"): two estimates of P(bit = 1) in
+// 24-bit fixed point, one fast and one slow, averaged.  A per-model count makes the first
+// observations move the estimate like a running mean, so small tensors warm up quickly.
+struct ContextModel {
+    uint32_t fast = 1u << 23;
+    uint32_t slow = 1u << 23;
+    uint32_t seen = 0;  // observations so far, saturating
+
+    static constexpr uint32_t kStateOne = (1u << 24) - 1;
+    static constexpr uint32_t kSeenCap = (1u << (kMaxShift + 1)) - 2;
 
     // P(bit = 0) for the coder, in kProbBits precision and clamped.
     uint32_t p0() const {
-        const uint32_t p1 = (static_cast<uint32_t>(fast) + slow) >> 2;  // 16+16 -> 15 bits
-        uint32_t p = kProbOne - p1;
+        uint32_t p = kProbOne - ((fast + slow) >> 10);  // 24+24 bits -> 15 bits
         if (p < kProbMin) p = kProbMin;
         if (p > kProbMax) p = kProbMax;
         return p;
     }
 
-    void update(unsigned bit) {
-        // Warm-up: the step is about 1/(n+2) after n observations until it reaches the
-        // model's rate, so estimates start as running means and small tensors adapt fast.
-        const int w = 31 - __builtin_clz(static_cast<uint32_t>(seen) + 2u);
-        const int fs = w < kFastShift ? w : kFastShift;
-        const int ss = w < kSlowShift ? w : kSlowShift;
+    void update(unsigned bit, const Adaptation& rate) {
+        // Warm-up: the step is about 1/(n+2) after n observations until it reaches the rate.
+        const int w = 31 - __builtin_clz(seen + 2u);
+        const int fs = w < rate.fast_shift ? w : rate.fast_shift;
+        const int ss = w < rate.slow_shift ? w : rate.slow_shift;
         if (seen < kSeenCap) ++seen;
         if (bit) {
-            fast = static_cast<uint16_t>(fast + ((65535u - fast) >> fs));
-            slow = static_cast<uint16_t>(slow + ((65535u - slow) >> ss));
+            fast += (kStateOne - fast) >> fs;
+            slow += (kStateOne - slow) >> ss;
         } else {
-            fast = static_cast<uint16_t>(fast - (fast >> fs));
-            slow = static_cast<uint16_t>(slow - (slow >> ss));
+            fast -= fast >> fs;
+            slow -= slow >> ss;
         }
     }
 };
 
 class ArithEncoder {
 public:
-    explicit ArithEncoder(std::vector<uint8_t>& out) : out_(out) {}
+    ArithEncoder(std::vector<uint8_t>& out, Adaptation rate) : out_(out), rate_(rate) {}
 
     void encode(unsigned bit, ContextModel& ctx) {
         const uint32_t bound = (range_ >> kProbBits) * ctx.p0();
@@ -78,7 +89,7 @@ public:
         } else {
             range_ = bound;
         }
-        ctx.update(bit);
+        ctx.update(bit, rate_);
         while (range_ < kTop) {
             range_ <<= 8;
             shift_low();
@@ -119,6 +130,7 @@ private:
     }
 
     std::vector<uint8_t>& out_;
+    Adaptation rate_;
     uint64_t low_ = 0;
     uint32_t range_ = 0xFFFFFFFFu;
     uint8_t cache_ = 0;
@@ -127,7 +139,7 @@ private:
 
 class ArithDecoder {
 public:
-    ArithDecoder(const uint8_t* data, std::size_t size) : data_(data), size_(size) {
+    ArithDecoder(const uint8_t* data, std::size_t size, Adaptation rate) : data_(data), size_(size), rate_(rate) {
         for (int i = 0; i < 5; ++i) code_ = (code_ << 8) | next_byte();
     }
 
@@ -142,7 +154,7 @@ public:
             range_ -= bound;
             bit = 1;
         }
-        ctx.update(bit);
+        ctx.update(bit, rate_);
         while (range_ < kTop) {
             range_ <<= 8;
             code_ = (code_ << 8) | next_byte();
@@ -185,6 +197,7 @@ private:
 
     const uint8_t* data_;
     std::size_t size_;
+    Adaptation rate_;
     std::size_t pos_ = 0;
     uint32_t code_ = 0;
     uint32_t range_ = 0xFFFFFFFFu;

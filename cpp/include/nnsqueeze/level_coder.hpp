@@ -16,10 +16,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "nnsqueeze/arith.hpp"
+
 namespace nnsqueeze {
 
 struct LevelCoderParams {
     int num_gtx = 10;  // unary "abs > k" flags before the Exp-Golomb remainder, 0..32
+    Adaptation rate;   // context model adaptation, signalled per tensor
 };
 
 inline constexpr int kMaxGtx = 32;

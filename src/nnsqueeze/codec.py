@@ -1,0 +1,421 @@
+"""Whole-model compression: checkpoint in, ``.nnsq`` out, and back.
+
+>>> import numpy as np, nnsqueeze
+>>> rng = np.random.default_rng(0)
+>>> weights = {"fc.weight": rng.normal(0, 0.05, (64, 32)).astype(np.float32),
+...            "fc.bias": np.zeros(64, np.float32)}
+>>> report = nnsqueeze.compress(weights, qp=-28)
+>>> restored = nnsqueeze.decompress(report.data)
+>>> bool(np.abs(restored["fc.weight"] - weights["fc.weight"]).max() <= 2 ** -8)
+True
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from nnsqueeze.coding import cabac
+from nnsqueeze.coding.container import (
+    ContainerReader,
+    ContainerWriter,
+    IndexEntry,
+    LevelParams,
+    Method,
+    RecordHeader,
+)
+from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float32
+from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
+from nnsqueeze.io import NamedTensor, open_checkpoint
+from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, dequantize, qp_to_step, quantize
+
+DEFAULT_QP = -28
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """How :func:`compress` codes each tensor.
+
+    qp / step
+        Quantization step of weights (tensors with 2 or more dimensions): ``step = 2 ** (qp / 4)``;
+        ``step`` overrides ``qp``.
+    qp_1d_offset
+        1-D and scalar float tensors (biases, norms) use ``qp + qp_1d_offset`` (default -32: a step
+        256 times finer), since they are few and sensitive.
+    lossless
+        Store every float tensor bit-exactly (integer and bool tensors always are).
+    lossless_1d
+        Store only the 1-D float tensors bit-exactly.
+    num_gtx
+        Number of context-coded "abs > k" flags before the Exp-Golomb remainder.
+    threads
+        Tensors coded in parallel (default: all cores).
+    """
+
+    qp: int = DEFAULT_QP
+    step: float | None = None
+    qp_1d_offset: int = -32
+    lossless: bool = False
+    lossless_1d: bool = False
+    num_gtx: int = cabac.DEFAULT_GTX
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        qp_to_step(self.qp)
+        qp_to_step(self.qp + self.qp_1d_offset)
+        if self.step is not None:
+            check_step(self.step)
+        if not 0 <= self.num_gtx <= cabac.MAX_GTX:
+            msg = f"num_gtx must be in 0..{cabac.MAX_GTX}, got {self.num_gtx}"
+            raise ConfigError(msg)
+        if self.threads is not None and self.threads < 1:
+            msg = f"threads must be >= 1, got {self.threads}"
+            raise ConfigError(msg)
+
+    @property
+    def weight_step(self) -> float:
+        return self.step if self.step is not None else qp_to_step(self.qp)
+
+    @property
+    def vector_step(self) -> float:
+        return self.weight_step * 2.0 ** (self.qp_1d_offset / 4)
+
+    @property
+    def worker_count(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class TensorReport:
+    """What happened to one tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    method: str
+    step: float | None
+    coded_bytes: int
+
+    @property
+    def num_elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def bits_per_element(self) -> float:
+        return 8 * self.coded_bytes / max(self.num_elements, 1)
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """Result of :func:`compress`: sizes per tensor and in total, and timing."""
+
+    path: Path | None
+    data: bytes | None
+    tensors: tuple[TensorReport, ...]
+    file_bytes: int
+    raw_bytes: int
+    seconds: float
+
+    @property
+    def num_elements(self) -> int:
+        return sum(t.num_elements for t in self.tensors)
+
+    @property
+    def bits_per_element(self) -> float:
+        return 8 * self.file_bytes / max(self.num_elements, 1)
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / max(self.file_bytes, 1)
+
+
+@dataclass
+class _Coded:
+    header: RecordHeader
+    payload: bytes
+    report: TensorReport = field(repr=False)
+    raw_bytes: int = 0
+
+
+def _level_offset(levels: np.ndarray) -> int:
+    """A zero point for levels that sit far from 0 (e.g. LayerNorm gains near 1)."""
+    if levels.size == 0:
+        return 0
+    median = int(np.median(levels))
+    spread = int(np.abs(levels - np.int32(median)).max())
+    return median if abs(median) > spread else 0
+
+
+def _code_levels(t: NamedTensor, levels: np.ndarray, method: int, step: float, opts: CompressOptions) -> _Coded:
+    offset = _level_offset(levels) if levels.ndim < 2 else 0
+    if offset:
+        levels = levels - np.int32(offset)
+    rate = cabac.adaptation_for_size(levels.size)
+    payload = cabac.encode_levels(levels, num_gtx=opts.num_gtx, adaptation=rate)
+    params = LevelParams(
+        rows=levels.shape[0] if levels.ndim else 1,
+        num_gtx=opts.num_gtx,
+        fast_shift=rate.fast_shift,
+        slow_shift=rate.slow_shift,
+        offset=offset,
+        step=step,
+    )
+    header = RecordHeader(t.name, t.dtype, tuple(t.array.shape), method, params, 0, len(payload))
+    shown_step = step if method == Method.UNIFORM else None
+    return _Coded(header, payload, TensorReport(t.name, header.shape, t.dtype, Method.NAMES[method],
+                                                shown_step, len(payload)))
+
+
+def _code_bytes(t: NamedTensor) -> _Coded:
+    payload = cabac.encode_bytes(t.array)
+    header = RecordHeader(t.name, t.dtype, tuple(t.array.shape), Method.BYTES, None, t.array.dtype.itemsize,
+                          len(payload))
+    return _Coded(header, payload, TensorReport(t.name, header.shape, t.dtype, "lossless", None, len(payload)))
+
+
+def encode_tensor(t: NamedTensor, opts: CompressOptions) -> _Coded:
+    """Chooses the coding of one tensor and codes it."""
+    if t.dtype in FLOAT_DTYPES:
+        vector = t.array.ndim < 2
+        if opts.lossless or (vector and opts.lossless_1d):
+            coded = _code_bytes(t)
+        else:
+            step = opts.vector_step if vector else opts.weight_step
+            levels = quantize(to_float32(t.array, t.dtype), step, name=t.name)
+            coded = _code_levels(t, levels, Method.UNIFORM, step, opts)
+    else:
+        values = t.array
+        if values.size and (values.dtype == np.bool_ or _fits_levels(values)):
+            levels = values.astype(np.int64)
+            offset = int(np.median(levels)) if values.size else 0
+            coded = _code_levels(t, (levels - offset).astype(np.int32), Method.INTEGER, 0.0, opts)
+            coded = _with_offset(coded, offset)
+        else:
+            coded = _code_bytes(t)
+    coded.raw_bytes = t.array.nbytes
+    return coded
+
+
+def _fits_levels(values: np.ndarray) -> bool:
+    lo, hi = int(values.min()), int(values.max())
+    return hi - lo <= MAX_ABS_LEVEL
+
+
+def _with_offset(coded: _Coded, extra: int) -> _Coded:
+    assert coded.header.levels is not None
+    p = coded.header.levels
+    levels = LevelParams(p.rows, p.num_gtx, p.fast_shift, p.slow_shift, p.offset + extra, p.step)
+    h = coded.header
+    coded.header = RecordHeader(h.name, h.dtype, h.shape, h.method, levels, h.itemsize, h.payload_length)
+    return coded
+
+
+def _ordered_map(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int) -> Iterator[_Out]:
+    """``map`` over a thread pool that keeps order and at most ``2 * workers`` items in flight.
+
+    The coders release the GIL, so threads give real parallelism."""
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: list[Future[_Out]] = []
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
+
+
+Source = str | os.PathLike[str] | Mapping[str, Any] | Any
+
+
+def compress(
+    source: Source,
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    qp: int = DEFAULT_QP,
+    step: float | None = None,
+    lossless: bool = False,
+    threads: int | None = None,
+    options: CompressOptions | None = None,
+    metadata: Mapping[str, str] | None = None,
+    progress: Callable[[TensorReport], None] | None = None,
+) -> CompressionReport:
+    """Compresses a model's tensors into an ``.nnsq`` file (or bytes, if ``dest`` is None).
+
+    ``source`` is a path (``.safetensors``, ``.pt``/``.pth``, ``.npz``, ``.onnx``), a mapping of
+    names to arrays or torch tensors, or a ``torch.nn.Module``.  Tensors are read, coded and
+    written one at a time (a few in parallel), so memory stays near a few times the largest tensor.
+    ``options`` overrides ``qp``, ``step``, ``lossless`` and ``threads``.  ``progress`` is called
+    after each tensor.
+    """
+    opts = options or CompressOptions(qp=qp, step=step, lossless=lossless, threads=threads)
+    started = time.perf_counter()
+    checkpoint = open_checkpoint(source)
+    in_memory = dest is None
+    if in_memory:
+        import tempfile
+
+        tmpdir = tempfile.TemporaryDirectory(prefix="nnsqueeze-")
+        path = Path(tmpdir.name) / "model.nnsq"
+    else:
+        path = Path(dest)  # type: ignore[arg-type]
+    meta = dict(checkpoint.metadata)
+    meta.update(metadata or {})
+    meta.setdefault("nnsqueeze.source_format", checkpoint.format)
+    writer = ContainerWriter(path)
+    reports: list[TensorReport] = []
+    raw = 0
+    try:
+        for coded in _ordered_map(lambda t: encode_tensor(t, opts), checkpoint.tensors, opts.worker_count):
+            writer.add(coded.header, coded.payload)
+            reports.append(coded.report)
+            raw += coded.raw_bytes
+            if progress is not None:
+                progress(coded.report)
+        size = writer.close(meta, checkpoint.attachments)
+    except BaseException:
+        writer.abort()
+        raise
+    data = None
+    if in_memory:
+        data = path.read_bytes()
+        tmpdir.cleanup()
+    return CompressionReport(None if in_memory else path, data, tuple(reports), size, raw,
+                             time.perf_counter() - started)
+
+
+def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
+    """Decodes one verified record to a tensor in its original dtype (bfloat16 as raw bits)."""
+    shape = header.shape
+    what = f"tensor {header.name!r}"
+    if header.num_elements > (1 << 40):
+        msg = f"{what}: implausible shape {shape}"
+        raise BitstreamError(msg)
+    try:
+        if header.method == Method.BYTES:
+            if header.itemsize != storage_dtype(header.dtype).itemsize:
+                msg = f"{what}: item size {header.itemsize} does not match dtype {header.dtype}"
+                raise BitstreamError(msg)
+            array = cabac.decode_bytes(payload, shape, storage_dtype(header.dtype))
+            return NamedTensor(header.name, array, header.dtype)
+        p = header.levels
+        assert p is not None
+        rows = shape[0] if shape else 1
+        if p.rows != rows:
+            msg = f"{what}: row count {p.rows} does not match shape {shape}"
+            raise BitstreamError(msg)
+        rate = cabac.Adaptation(p.fast_shift, p.slow_shift)
+        levels = cabac.decode_levels(payload, shape, num_gtx=p.num_gtx, adaptation=rate)
+    except (ConfigError, TensorError) as exc:
+        raise BitstreamError(f"{what}: {exc}") from None
+    except BitstreamError as exc:
+        raise BitstreamError(f"{what}: {exc}") from None
+    if header.method == Method.UNIFORM:
+        if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):
+            msg = f"{what}: invalid quantization parameters"
+            raise BitstreamError(msg)
+        values = dequantize(levels, p.step, offset=p.offset)
+        return NamedTensor(header.name, from_float32(values, header.dtype), header.dtype)
+    wide = levels.astype(np.int64) + p.offset
+    return NamedTensor(header.name, wide.astype(storage_dtype(header.dtype)), header.dtype)
+
+
+class NnsqFile:
+    """An open ``.nnsq`` file: list its tensors and decode any of them alone.
+
+    >>> import numpy as np, nnsqueeze
+    >>> data = nnsqueeze.compress({"a": np.ones((4, 4), np.float32), "b": np.arange(3)}).data
+    >>> with nnsqueeze.NnsqFile(data) as f:
+    ...     f.names, f.read("b").tolist()
+    (('a', 'b'), [0, 1, 2])
+    """
+
+    def __init__(self, source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> None:
+        self._reader = ContainerReader(source)
+        self._entries = {e.name: e for e in self._reader.index.entries}
+
+    def __enter__(self) -> NnsqFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return self._reader.version
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._reader.index.metadata)
+
+    @property
+    def attachments(self) -> dict[str, bytes]:
+        return dict(self._reader.index.attachments)
+
+    def _entry(self, name: str) -> IndexEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            msg = f"no tensor named {name!r} in {self._reader.label}"
+            raise KeyError(msg) from None
+
+    def header(self, name: str) -> RecordHeader:
+        return self._reader.read_record(self._entry(name))[0]
+
+    def record_size(self, name: str) -> int:
+        return self._entry(name).length
+
+    def read_tensor(self, name: str) -> NamedTensor:
+        """Decodes one tensor in its stored dtype (bfloat16 as raw uint16 bits)."""
+        return decode_record(*self._reader.read_record(self._entry(name)))
+
+    def read(self, name: str) -> np.ndarray:
+        """Decodes one tensor as a NumPy array (bfloat16 widened to float32)."""
+        t = self.read_tensor(name)
+        return to_float32(t.array, t.dtype) if t.dtype == "bfloat16" else t.array
+
+    def tensors(self, names: Iterable[str] | None = None, *, threads: int | None = None) -> Iterator[NamedTensor]:
+        """Decodes tensors in file order (or the given order), several in parallel."""
+        records = (self._reader.read_record(self._entry(n)) for n in (names or self.names))
+        yield from _ordered_map(lambda r: decode_record(*r), records, threads or os.cpu_count() or 1)
+
+
+def decompress(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, threads: int | None = None
+) -> dict[str, np.ndarray]:
+    """Decodes every tensor of an ``.nnsq`` file or byte string to NumPy arrays.
+
+    Arrays keep their dtype, except bfloat16, which NumPy lacks: it comes back as float32
+    (exactly); use :func:`load_state_dict` for torch tensors in the original dtypes.
+    """
+    with NnsqFile(source) as f:
+        return {t.name: (to_float32(t.array, t.dtype) if t.dtype == "bfloat16" else t.array)
+                for t in f.tensors(threads=threads)}
+
+
+def load_state_dict(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, threads: int | None = None
+) -> dict[str, Any]:
+    """Decodes an ``.nnsq`` file to a PyTorch state dict (dtypes as stored, bfloat16 included)."""
+    from nnsqueeze.io import to_torch_state_dict
+
+    with NnsqFile(source) as f:
+        return to_torch_state_dict(f.tensors(threads=threads))

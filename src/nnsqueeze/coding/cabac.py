@@ -1,0 +1,126 @@
+"""Typed wrappers over the C++ CABAC coders (arrays in, bytes out; the GIL is released).
+
+>>> import numpy as np
+>>> from nnsqueeze.coding import encode_levels, decode_levels
+>>> levels = np.array([[0, 3, -1], [0, 0, 7]], dtype=np.int32)
+>>> payload = encode_levels(levels)
+>>> decode_levels(payload, levels.shape).tolist()
+[[0, 3, -1], [0, 0, 7]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnsqueeze import _core
+from nnsqueeze.errors import BitstreamError, ConfigError
+
+MAX_GTX: int = _core.MAX_GTX
+MAX_ABS_LEVEL: int = _core.MAX_ABS_LEVEL
+DEFAULT_GTX = 24
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """Adaptation speed of the context models: log2 time constants of the fast and slow estimate."""
+
+    fast_shift: int = 5
+    slow_shift: int = 9
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.fast_shift <= self.slow_shift <= _core.MAX_SHIFT:
+            msg = f"need 1 <= fast_shift <= slow_shift <= {_core.MAX_SHIFT}, got {self}"
+            raise ConfigError(msg)
+
+
+def adaptation_for_size(num_elements: int) -> Adaptation:
+    """Adaptation rates that suit a tensor of this size: small tensors must learn fast,
+    large ones gain from slow, low-noise estimates."""
+    if num_elements < 1 << 12:
+        return Adaptation(4, 7)
+    if num_elements < 1 << 16:
+        return Adaptation(5, 9)
+    if num_elements < 1 << 20:
+        return Adaptation(7, 11)
+    return Adaptation(8, 12)
+
+
+def _rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The 2-D view a tensor is coded in: rows = first dimension, columns = the rest."""
+    if len(shape) == 0:
+        return 1, 1
+    rows = shape[0]
+    cols = 1
+    for d in shape[1:]:
+        cols *= d
+    return rows, cols
+
+
+def encode_levels(
+    levels: np.ndarray, *, num_gtx: int = DEFAULT_GTX, adaptation: Adaptation | None = None
+) -> bytes:
+    """Codes an int32 array of quantization levels, viewed as rows = shape[0] by the rest."""
+    if levels.dtype != np.int32:
+        msg = f"levels must be int32, got {levels.dtype}"
+        raise ConfigError(msg)
+    if not 0 <= num_gtx <= MAX_GTX:
+        msg = f"num_gtx must be in 0..{MAX_GTX}, got {num_gtx}"
+        raise ConfigError(msg)
+    rate = adaptation or adaptation_for_size(levels.size)
+    rows, cols = _rows_cols(levels.shape)
+    flat = np.ascontiguousarray(levels).reshape(-1)
+    return _core.encode_levels(flat, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift)
+
+
+def decode_levels(
+    payload: bytes,
+    shape: tuple[int, ...],
+    *,
+    num_gtx: int = DEFAULT_GTX,
+    adaptation: Adaptation | None = None,
+) -> np.ndarray:
+    """Decodes levels written by :func:`encode_levels` with the same shape and parameters."""
+    count = 1
+    for d in shape:
+        count *= d
+    if count > _core.max_elements_for_payload(len(payload)):
+        msg = f"{count} levels cannot come from a payload of {len(payload)} bytes (corrupt header?)"
+        raise BitstreamError(msg)
+    rate = adaptation or adaptation_for_size(count)
+    rows, cols = _rows_cols(shape)
+    out = np.empty(count, dtype=np.int32)
+    data = np.frombuffer(payload, dtype=np.uint8)
+    try:
+        _core.decode_levels(data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, out)
+    except _core.CoreBitstreamError as exc:
+        raise BitstreamError(str(exc)) from None
+    return out.reshape(shape)
+
+
+def encode_bytes(array: np.ndarray) -> bytes:
+    """Losslessly codes the raw bytes of an array (element by element, most significant byte first)."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    if flat.dtype.itemsize not in (1, 2, 4, 8):
+        msg = f"cannot code elements of {flat.dtype.itemsize} bytes"
+        raise ConfigError(msg)
+    if flat.dtype.byteorder == ">":
+        flat = flat.astype(flat.dtype.newbyteorder("<"))
+    return _core.encode_bytes(flat.view(np.uint8), flat.dtype.itemsize)
+
+
+def decode_bytes(payload: bytes, shape: tuple[int, ...], dtype: np.dtype[np.generic]) -> np.ndarray:
+    """Decodes an array written by :func:`encode_bytes`."""
+    count = 1
+    for d in shape:
+        count *= d
+    if count > _core.max_elements_for_payload(len(payload)):
+        msg = f"{count} elements cannot come from a payload of {len(payload)} bytes (corrupt header?)"
+        raise BitstreamError(msg)
+    out = np.empty(count * dtype.itemsize, dtype=np.uint8)
+    try:
+        _core.decode_bytes(np.frombuffer(payload, dtype=np.uint8), dtype.itemsize, out)
+    except _core.CoreBitstreamError as exc:
+        raise BitstreamError(str(exc)) from None
+    return out.view(dtype).reshape(shape)

@@ -1,0 +1,397 @@
+"""The ``.nnsq`` container: a versioned, checksummed file of independently coded tensors.
+
+Layout (all integers little-endian; the full specification is ``docs/format.md``)::
+
+    file     = preamble record* index footer
+    preamble = "\\x89NNSQ\\r\\n\\x1a" u16 major u16 minor u32 flags
+    record   = "TNSR" u32 header_len header payload u32 crc32(header + payload)
+    index    = "INDX" entries metadata attachments u32 crc32(index body)
+    footer   = u64 index_offset u64 index_length "NNSQEND\\0"
+
+Records are written one after another as tensors finish coding, so a writer never holds
+more than the tensors in flight; the index at the end lets a reader decode one tensor alone.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from nnsqueeze.dtypes import dtype_from_code
+from nnsqueeze.errors import BitstreamError, UnsupportedVersionError
+
+MAGIC = b"\x89NNSQ\r\n\x1a"
+FORMAT_VERSION = (1, 0)
+_PREAMBLE = struct.Struct("<8sHHI")
+_RECORD_HEAD = struct.Struct("<4sI")
+_FOOTER = struct.Struct("<QQ8s")
+_FOOTER_MAGIC = b"NNSQEND\0"
+_RECORD_MAGIC = b"TNSR"
+_INDEX_MAGIC = b"INDX"
+MAX_NDIM = 32
+MAX_NAME_BYTES = 65535
+
+
+class Method:
+    """How a record's payload codes its tensor (frozen format codes)."""
+
+    UNIFORM = 1  # float tensor: value = (level + offset) * step
+    INTEGER = 2  # integer/bool tensor: value = level + offset
+    BYTES = 3  # any tensor: raw element bytes, coded losslessly
+
+    NAMES = {UNIFORM: "uniform", INTEGER: "integer", BYTES: "lossless"}
+
+
+@dataclass(frozen=True)
+class LevelParams:
+    """Parameters of the level coder, signalled per tensor."""
+
+    rows: int
+    num_gtx: int
+    fast_shift: int
+    slow_shift: int
+    offset: int = 0
+    step: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecordHeader:
+    """Everything a decoder needs to know about one tensor besides its payload."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    method: int
+    levels: LevelParams | None  # for UNIFORM and INTEGER
+    itemsize: int  # for BYTES
+    payload_length: int
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+_LEVEL_PARAMS = struct.Struct("<dqBBBQ")
+
+
+def encode_record_header(h: RecordHeader) -> bytes:
+    name = h.name.encode("utf-8")
+    if len(name) > MAX_NAME_BYTES:
+        msg = f"tensor name longer than {MAX_NAME_BYTES} bytes: {h.name[:60]}..."
+        raise ValueError(msg)
+    from nnsqueeze.dtypes import dtype_code
+
+    parts = [struct.pack("<H", len(name)), name, struct.pack("<BB", dtype_code(h.dtype), len(h.shape))]
+    parts.append(struct.pack(f"<{len(h.shape)}Q", *h.shape))
+    parts.append(struct.pack("<B", h.method))
+    if h.method in (Method.UNIFORM, Method.INTEGER):
+        assert h.levels is not None
+        p = h.levels
+        parts.append(_LEVEL_PARAMS.pack(p.step, p.offset, p.num_gtx, p.fast_shift, p.slow_shift, p.rows))
+    else:
+        parts.append(struct.pack("<B", h.itemsize))
+    parts.append(struct.pack("<Q", h.payload_length))
+    return b"".join(parts)
+
+
+class _Cursor:
+    """Bounds-checked reader over a header's bytes."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data, self.pos, self.what = data, 0, what
+
+    def take(self, fmt: str) -> tuple[int | float | bytes, ...]:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.data):
+            msg = f"{self.what}: header is truncated"
+            raise BitstreamError(msg)
+        values = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += size
+        return values
+
+    def take_bytes(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            msg = f"{self.what}: header is truncated"
+            raise BitstreamError(msg)
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def int(self, fmt: str) -> int:
+        (value,) = self.take(fmt)
+        assert isinstance(value, int)
+        return value
+
+
+def decode_record_header(data: bytes, what: str) -> RecordHeader:
+    cur = _Cursor(data, what)
+    name_bytes = cur.take_bytes(cur.int("<H"))
+    try:
+        name = name_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        msg = f"{what}: tensor name is not UTF-8"
+        raise BitstreamError(msg) from None
+    what = f"tensor {name!r}"
+    dtype_code, ndim = cur.take("<BB")
+    assert isinstance(dtype_code, int) and isinstance(ndim, int)
+    try:
+        dtype = dtype_from_code(dtype_code)
+    except KeyError:
+        msg = f"{what}: unknown dtype code {dtype_code}"
+        raise BitstreamError(msg) from None
+    if ndim > MAX_NDIM:
+        msg = f"{what}: {ndim} dimensions (at most {MAX_NDIM})"
+        raise BitstreamError(msg)
+    shape = tuple(int(d) for d in cur.take(f"<{ndim}Q"))  # type: ignore[arg-type]
+    method = cur.int("<B")
+    levels = None
+    itemsize = 0
+    if method in (Method.UNIFORM, Method.INTEGER):
+        step, offset, num_gtx, fast, slow, rows = cur.take(_LEVEL_PARAMS.format)
+        assert isinstance(step, float)
+        levels = LevelParams(rows=int(rows), num_gtx=int(num_gtx), fast_shift=int(fast),  # type: ignore[arg-type]
+                             slow_shift=int(slow), offset=int(offset), step=step)  # type: ignore[arg-type]
+    elif method == Method.BYTES:
+        itemsize = cur.int("<B")
+    else:
+        msg = f"{what}: unknown coding method {method}"
+        raise BitstreamError(msg)
+    payload_length = cur.int("<Q")
+    if cur.pos != len(data):
+        msg = f"{what}: header has {len(data) - cur.pos} unexpected trailing bytes"
+        raise BitstreamError(msg)
+    return RecordHeader(name, dtype, shape, method, levels, itemsize, payload_length)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    offset: int
+    length: int
+
+
+class ContainerWriter:
+    """Writes a ``.nnsq`` file record by record into a temp file, renamed into place on close.
+
+    Use as a context manager; if the block raises, the temp file is removed and the
+    destination is left untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        directory = self.path.parent if str(self.path.parent) else Path()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+        self._tmp = Path(tmp)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._entries: list[IndexEntry] = []
+        self._names: set[str] = set()
+        self._file.write(_PREAMBLE.pack(MAGIC, *FORMAT_VERSION, 0))
+        self.bytes_written = _PREAMBLE.size
+
+    def add(self, header: RecordHeader, payload: bytes) -> int:
+        """Appends one tensor record; returns its size in bytes."""
+        if header.name in self._names:
+            msg = f"duplicate tensor name {header.name!r}"
+            raise ValueError(msg)
+        head = encode_record_header(header)
+        crc = zlib.crc32(payload, zlib.crc32(head))
+        offset = self.bytes_written
+        self._file.write(_RECORD_HEAD.pack(_RECORD_MAGIC, len(head)))
+        self._file.write(head)
+        self._file.write(payload)
+        self._file.write(struct.pack("<I", crc))
+        length = _RECORD_HEAD.size + len(head) + len(payload) + 4
+        self.bytes_written += length
+        self._names.add(header.name)
+        self._entries.append(IndexEntry(header.name, offset, length))
+        return length
+
+    def close(self, metadata: Mapping[str, str], attachments: Mapping[str, bytes]) -> int:
+        """Writes index and footer, syncs and renames into place; returns the file size."""
+        body = encode_index(self._entries, metadata, attachments)
+        index = _INDEX_MAGIC + body + struct.pack("<I", zlib.crc32(body))
+        self._file.write(index)
+        self._file.write(_FOOTER.pack(self.bytes_written, len(index), _FOOTER_MAGIC))
+        self.bytes_written += len(index) + _FOOTER.size
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return self.bytes_written
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def _pack_str(s: str, width: str) -> bytes:
+    raw = s.encode("utf-8")
+    return struct.pack(width, len(raw)) + raw
+
+
+def encode_index(entries: list[IndexEntry], metadata: Mapping[str, str], attachments: Mapping[str, bytes]) -> bytes:
+    parts = [struct.pack("<I", len(entries))]
+    for e in entries:
+        parts += [_pack_str(e.name, "<H"), struct.pack("<QQ", e.offset, e.length)]
+    parts.append(struct.pack("<I", len(metadata)))
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            msg = "metadata must map str to str"
+            raise TypeError(msg)
+        parts += [_pack_str(key, "<I"), _pack_str(value, "<I")]
+    parts.append(struct.pack("<I", len(attachments)))
+    for key, blob in attachments.items():
+        parts += [_pack_str(key, "<H"), struct.pack("<Q", len(blob)), bytes(blob)]
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Index:
+    entries: tuple[IndexEntry, ...]
+    metadata: dict[str, str]
+    attachments: dict[str, bytes]
+
+
+def decode_index(body: bytes, records_end: int) -> Index:
+    cur = _Cursor(body, "index")
+
+    def text(width: str) -> str:
+        raw = cur.take_bytes(cur.int(width))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            msg = "index: string is not UTF-8"
+            raise BitstreamError(msg) from None
+
+    entries = []
+    names = set()
+    for _ in range(cur.int("<I")):
+        name = text("<H")
+        offset, length = cur.take("<QQ")
+        assert isinstance(offset, int) and isinstance(length, int)
+        if offset < _PREAMBLE.size or length < _RECORD_HEAD.size + 4 or offset + length > records_end:
+            msg = f"index: record of tensor {name!r} lies outside the file"
+            raise BitstreamError(msg)
+        if name in names:
+            msg = f"index: duplicate tensor {name!r}"
+            raise BitstreamError(msg)
+        names.add(name)
+        entries.append(IndexEntry(name, offset, length))
+    metadata = {}
+    for _ in range(cur.int("<I")):
+        key = text("<I")
+        metadata[key] = text("<I")
+    attachments = {}
+    for _ in range(cur.int("<I")):
+        key = text("<H")
+        attachments[key] = cur.take_bytes(cur.int("<Q"))
+    if cur.pos != len(body):
+        msg = "index: unexpected trailing bytes"
+        raise BitstreamError(msg)
+    return Index(tuple(entries), metadata, attachments)
+
+
+class ContainerReader:
+    """Random access to the records of a ``.nnsq`` file held in memory or on disk."""
+
+    def __init__(self, source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> None:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._data: bytes | None = bytes(source)
+            self._file: BinaryIO | None = None
+            self.size = len(self._data)
+            self.label = "<bytes>"
+        else:
+            path = Path(source)
+            try:
+                self._file = path.open("rb")
+            except FileNotFoundError:
+                msg = f"{path}: no such file"
+                raise BitstreamError(msg) from None
+            self._data = None
+            self.size = self._file.seek(0, os.SEEK_END)
+            self.label = str(path)
+        try:
+            self.version, self.index = self._read_structure()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ContainerReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            msg = f"{self.label}: read beyond the end of the file (truncated?)"
+            raise BitstreamError(msg)
+        if self._data is not None:
+            return self._data[offset : offset + length]
+        assert self._file is not None
+        self._file.seek(offset)
+        out = self._file.read(length)
+        if len(out) != length:
+            msg = f"{self.label}: file shrank while reading"
+            raise BitstreamError(msg)
+        return out
+
+    def _read_structure(self) -> tuple[tuple[int, int], Index]:
+        if self.size < _PREAMBLE.size + _FOOTER.size:
+            msg = f"{self.label}: too short to be an .nnsq file ({self.size} bytes)"
+            raise BitstreamError(msg)
+        magic, major, minor, _flags = _PREAMBLE.unpack(self._read(0, _PREAMBLE.size))
+        if magic != MAGIC:
+            msg = f"{self.label}: not an .nnsq file (bad magic)"
+            raise BitstreamError(msg)
+        if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
+            msg = (f"{self.label}: format version {major}.{minor} is newer than this nnsqueeze reads "
+                   f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade nnsqueeze")
+            raise UnsupportedVersionError(msg)
+        index_offset, index_length, end = _FOOTER.unpack(self._read(self.size - _FOOTER.size, _FOOTER.size))
+        if end != _FOOTER_MAGIC:
+            msg = f"{self.label}: missing footer (file truncated or still being written)"
+            raise BitstreamError(msg)
+        if index_offset < _PREAMBLE.size or index_offset + index_length != self.size - _FOOTER.size or index_length < 8:
+            msg = f"{self.label}: corrupt footer (index outside the file)"
+            raise BitstreamError(msg)
+        raw = self._read(index_offset, index_length)
+        body, (crc,) = raw[4:-4], struct.unpack("<I", raw[-4:])
+        if raw[:4] != _INDEX_MAGIC or zlib.crc32(body) != crc:
+            msg = f"{self.label}: index checksum mismatch (file corrupt)"
+            raise BitstreamError(msg)
+        return (major, minor), decode_index(body, index_offset)
+
+    def read_record(self, entry: IndexEntry) -> tuple[RecordHeader, bytes]:
+        """Reads and verifies one record; raises BitstreamError naming the tensor."""
+        what = f"{self.label}: tensor {entry.name!r}"
+        raw = self._read(entry.offset, entry.length)
+        magic, head_len = _RECORD_HEAD.unpack_from(raw, 0)
+        if magic != _RECORD_MAGIC or _RECORD_HEAD.size + head_len + 4 > len(raw):
+            msg = f"{what}: corrupt record header"
+            raise BitstreamError(msg)
+        head = raw[_RECORD_HEAD.size : _RECORD_HEAD.size + head_len]
+        payload = raw[_RECORD_HEAD.size + head_len : -4]
+        (crc,) = struct.unpack("<I", raw[-4:])
+        if zlib.crc32(payload, zlib.crc32(head)) != crc:
+            msg = f"{what}: checksum mismatch (file corrupt)"
+            raise BitstreamError(msg)
+        header = decode_record_header(head, what)
+        if header.name != entry.name or header.payload_length != len(payload):
+            msg = f"{what}: record does not match the index"
+            raise BitstreamError(msg)
+        return header, payload
