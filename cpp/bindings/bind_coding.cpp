@@ -27,7 +27,7 @@ void check_count(std::size_t rows, std::size_t cols, std::size_t count) {
 nnsqueeze::LevelCoderParams params(int num_gtx, int fast_shift, int slow_shift) {
     nnsqueeze::LevelCoderParams p;
     p.num_gtx = num_gtx;
-    p.rate = nnsqueeze::Adaptation{fast_shift, slow_shift};
+    p.rate = nnsqueeze::Adaptation(fast_shift, slow_shift);
     return p;
 }
 

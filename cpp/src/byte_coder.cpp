@@ -9,7 +9,7 @@ namespace nnsqueeze {
 namespace {
 
 // Byte planes of real tensors are close to stationary.
-constexpr Adaptation kByteRate{5, 10};
+const Adaptation kByteRate(5, 10);
 
 void check_itemsize(int itemsize) {
     if (itemsize != 1 && itemsize != 2 && itemsize != 4 && itemsize != 8) {

@@ -33,7 +33,7 @@ from nnsqueeze.coding.container import (
 )
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float32
 from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
-from nnsqueeze.io import NamedTensor, open_checkpoint
+from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
 from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, dequantize, qp_to_step, quantize
 
 DEFAULT_QP = -28
@@ -254,14 +254,15 @@ def compress(
     """Compresses a model's tensors into an ``.nnsq`` file (or bytes, if ``dest`` is None).
 
     ``source`` is a path (``.safetensors``, ``.pt``/``.pth``, ``.npz``, ``.onnx``), a mapping of
-    names to arrays or torch tensors, or a ``torch.nn.Module``.  Tensors are read, coded and
+    names to arrays or torch tensors, a ``torch.nn.Module`` or an opened
+    :class:`nnsqueeze.io.Checkpoint`.  Tensors are read, coded and
     written one at a time (a few in parallel), so memory stays near a few times the largest tensor.
     ``options`` overrides ``qp``, ``step``, ``lossless`` and ``threads``.  ``progress`` is called
     after each tensor.
     """
     opts = options or CompressOptions(qp=qp, step=step, lossless=lossless, threads=threads)
     started = time.perf_counter()
-    checkpoint = open_checkpoint(source)
+    checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source)
     in_memory = dest is None
     if in_memory:
         import tempfile

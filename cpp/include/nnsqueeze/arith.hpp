@@ -32,6 +32,10 @@ inline constexpr uint32_t kProbMax = kProbOne - kProbMin;
 struct Adaptation {
     int fast_shift = 5;
     int slow_shift = 9;
+    uint32_t warmup = (1u << 10) - 2;  // observations until the slow rate is reached
+
+    Adaptation() = default;
+    Adaptation(int fast, int slow) : fast_shift(fast), slow_shift(slow), warmup((1u << (slow + 1)) - 2) {}
 };
 inline constexpr int kMaxShift = 14;
 
@@ -48,10 +52,9 @@ inline void check_adaptation(const Adaptation& rate) {
 struct ContextModel {
     uint32_t fast = 1u << 23;
     uint32_t slow = 1u << 23;
-    uint32_t seen = 0;  // observations so far, saturating
+    uint32_t seen = 0;  // observations so far, counted during warm-up only
 
     static constexpr uint32_t kStateOne = (1u << 24) - 1;
-    static constexpr uint32_t kSeenCap = (1u << (kMaxShift + 1)) - 2;
 
     // P(bit = 0) for the coder, in kProbBits precision and clamped.
     uint32_t p0() const {
@@ -62,18 +65,19 @@ struct ContextModel {
     }
 
     void update(unsigned bit, const Adaptation& rate) {
-        // Warm-up: the step is about 1/(n+2) after n observations until it reaches the rate.
-        const int w = 31 - __builtin_clz(seen + 2u);
-        const int fs = w < rate.fast_shift ? w : rate.fast_shift;
-        const int ss = w < rate.slow_shift ? w : rate.slow_shift;
-        if (seen < kSeenCap) ++seen;
-        if (bit) {
-            fast += (kStateOne - fast) >> fs;
-            slow += (kStateOne - slow) >> ss;
-        } else {
-            fast -= fast >> fs;
-            slow -= slow >> ss;
+        int fs = rate.fast_shift;
+        int ss = rate.slow_shift;
+        if (seen < rate.warmup) {
+            // Warm-up: the step is about 1/(n+2) after n observations until it reaches the rate.
+            const int w = 31 - __builtin_clz(seen + 2u);
+            fs = w < fs ? w : fs;
+            ss = w < ss ? w : ss;
+            ++seen;
         }
+        // Branch-free: move each estimate a fraction of the way to 0 or to one.
+        const int32_t target = static_cast<int32_t>(kStateOne & (0u - bit));
+        fast = static_cast<uint32_t>(static_cast<int32_t>(fast) + ((target - static_cast<int32_t>(fast)) >> fs));
+        slow = static_cast<uint32_t>(static_cast<int32_t>(slow) + ((target - static_cast<int32_t>(slow)) >> ss));
     }
 };
 
@@ -145,15 +149,11 @@ public:
 
     unsigned decode(ContextModel& ctx) {
         const uint32_t bound = (range_ >> kProbBits) * ctx.p0();
-        unsigned bit;
-        if (code_ < bound) {
-            range_ = bound;
-            bit = 0;
-        } else {
-            code_ -= bound;
-            range_ -= bound;
-            bit = 1;
-        }
+        // Branch-free symbol decision: the bins are unpredictable by design.
+        const unsigned bit = code_ >= bound;
+        const uint32_t mask = 0u - bit;
+        code_ -= bound & mask;
+        range_ = (bound & ~mask) | ((range_ - bound) & mask);
         ctx.update(bit, rate_);
         while (range_ < kTop) {
             range_ <<= 8;

@@ -1,0 +1,7 @@
+"""``python -m nnsqueeze`` runs the command line."""
+
+import sys
+
+from nnsqueeze.cli import main
+
+sys.exit(main())

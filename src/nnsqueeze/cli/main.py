@@ -1,0 +1,158 @@
+"""Argument parsing and the subcommands ``compress``, ``decompress``, ``info`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from nnsqueeze.cli.progress import Progress
+from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, TensorReport, compress
+from nnsqueeze.errors import NnsqueezeError
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"not a number: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not value > 0:
+        msg = f"must be positive: {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    src = Path(args.input)
+    out = Path(args.output) if args.output else src.with_suffix(".nnsq")
+    opts = CompressOptions(qp=args.qp, step=args.step, lossless=args.lossless, threads=args.threads,
+                           lossless_1d=args.lossless_1d)
+    bar: Progress | None = None
+
+    def on_tensor(t: TensorReport) -> None:
+        if bar is not None:
+            bar.step(t.name)
+
+    from nnsqueeze.io import open_checkpoint
+
+    checkpoint = open_checkpoint(src)
+    bar = Progress(checkpoint.num_tensors, "compress")
+    report = compress(checkpoint, out, options=opts, progress=on_tensor)
+    bar.close()
+    mb = report.raw_bytes / 1e6
+    print(f"{src} -> {out}: {_human(report.raw_bytes)} -> {_human(report.file_bytes)} "
+          f"(ratio {report.ratio:.2f}, {report.bits_per_element:.3f} bits/param, {len(report.tensors)} tensors, "
+          f"{report.seconds:.2f} s, {mb / max(report.seconds, 1e-9):.1f} MB/s)")
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from nnsqueeze.io import write_checkpoint
+
+    src = Path(args.input)
+    out = Path(args.output)
+    started = time.perf_counter()
+    with NnsqFile(src) as f:
+        bar = Progress(len(f.names), "decompress")
+
+        def tensors():  # type: ignore[no-untyped-def]
+            for t in f.tensors(threads=args.threads):
+                bar.step(t.name)
+                yield t
+
+        write_checkpoint(out, tensors(), attachments=f.attachments, metadata=f.metadata)
+        bar.close()
+    print(f"{src} -> {out} ({len(f.names)} tensors, {time.perf_counter() - started:.2f} s)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with NnsqFile(args.input) as f:
+        rows = []
+        total_elems = total_bytes = 0
+        for name in f.names:
+            h = f.header(name)
+            size = f.record_size(name)
+            n = h.num_elements
+            total_elems += n
+            total_bytes += size
+            step = f"{h.levels.step:.4g}" if h.levels is not None and h.levels.step > 0 else "-"
+            method = {1: "uniform", 2: "integer", 3: "lossless"}.get(h.method, "?")
+            rows.append((name, "x".join(map(str, h.shape)) or "scalar", h.dtype, method, step, str(size),
+                         f"{8 * size / max(n, 1):.3f}"))
+        header = ("tensor", "shape", "dtype", "coding", "step", "bytes", "bits/param")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        print(f"{args.input}: format {f.version[0]}.{f.version[1]}, {len(rows)} tensors")
+        for r in [header, *rows]:
+            print("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        print(f"total: {total_elems} parameters, {total_bytes} bytes in records, "
+              f"{8 * total_bytes / max(total_elems, 1):.3f} bits/param")
+        for key, value in f.metadata.items():
+            print(f"metadata {key} = {value}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nnsqueeze.demo import format_results, run_demo
+
+    minilm = None if args.minilm == "auto" else args.minilm == "yes"
+    results = run_demo(args.qp, minilm=minilm, out_dir=Path(args.out_dir) if args.out_dir else None)
+    print(format_results(results))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnsqueeze", description="DeepCABAC neural network compression.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="compress a checkpoint (.safetensors, .pt, .pth, .npz, .onnx) to .nnsq")
+    c.add_argument("input")
+    c.add_argument("-o", "--output", help="output .nnsq path (default: input with .nnsq suffix)")
+    group = c.add_mutually_exclusive_group()
+    group.add_argument("--qp", type=int, default=DEFAULT_QP, help=f"quantization parameter, step = 2^(qp/4) "
+                       f"(default {DEFAULT_QP})")
+    group.add_argument("--step", type=_positive_float, help="quantization step size (overrides --qp)")
+    c.add_argument("--lossless", action="store_true", help="store all float tensors bit-exactly")
+    c.add_argument("--lossless-1d", action="store_true", help="store 1-D tensors (biases, norms) bit-exactly")
+    c.add_argument("--threads", type=int, help="tensors coded in parallel (default: all cores)")
+    c.set_defaults(run=cmd_compress)
+
+    d = sub.add_parser("decompress", help="decompress .nnsq to .safetensors, .pt, .npz or .onnx")
+    d.add_argument("input")
+    d.add_argument("-o", "--output", required=True, help="output file; its suffix picks the format")
+    d.add_argument("--threads", type=int)
+    d.set_defaults(run=cmd_decompress)
+
+    i = sub.add_parser("info", help="list the tensors of an .nnsq file")
+    i.add_argument("input")
+    i.set_defaults(run=cmd_info)
+
+    m = sub.add_parser("demo", help="train a digits CNN (and MiniLM if installed), compress, report")
+    m.add_argument("--qp", type=int, default=DEFAULT_QP)
+    m.add_argument("--minilm", choices=("auto", "yes", "no"), default="auto")
+    m.add_argument("--out-dir", help="write the compressed models here")
+    m.set_defaults(run=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (NnsqueezeError, KeyError, OSError) as exc:
+        print(f"nnsqueeze {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
