@@ -104,11 +104,12 @@ def encode_levels(levels: list[list[int]], num_gtx: int, fast_shift: int, slow_s
     col_mag = [0] * cols
     total = count = 0
     for r, row in enumerate(levels):
-        in_row, prev = 0, 0
+        prev = 0
         mean = 0 if count == 0 else total // count
         row_mag, log_mean = mean, _log2_quarter(mean)
         col_shift = min(r.bit_length(), COL_SHIFT)
         for c, q in enumerate(row):
+            in_row = c
             lc = log_mean if r == 0 else _log2_quarter(col_mag[c])
             cls = _log2_quarter(row_mag) + lc - log_mean - 4 * (FIXED_BITS - 4)
             cls = min(max(cls, 0), SCALE_CLASSES - 1)
@@ -132,12 +133,11 @@ def encode_levels(levels: list[list[int]], num_gtx: int, fast_shift: int, slow_s
                     enc.encode(0, prefix[min(pos, PREFIX_CONTEXTS - 1)])
                     enc.bypass(rem, pos)
             a = min(mag, MAG_CAP) << FIXED_BITS
-            rs = min((in_row + 1).bit_length(), ROW_SHIFT)
+            rs = min((in_row + 1).bit_length(), ROW_SHIFT)  # in_row = levels already coded in this row
             row_mag += (a - row_mag) >> rs
             col_mag[c] = a if r == 0 else col_mag[c] + ((a - col_mag[c]) >> col_shift)
             total += a
             count += 1
-            in_row += 1
             prev = q
     return enc.finish()
 
@@ -166,5 +166,5 @@ def quantize(values: list[float], step: float) -> list[int]:
     out = []
     for v in values:
         x = float(v) * inv
-        out.append(int(-math.floor(-x + 0.5)) if x < 0 else int(math.floor(x + 0.5)))
+        out.append(-math.floor(-x + 0.5) if x < 0 else math.floor(x + 0.5))
     return out

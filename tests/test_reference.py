@@ -20,16 +20,20 @@ def _levels(rng: np.random.Generator, rows: int, cols: int, scale: float) -> np.
     return levels
 
 
-@pytest.mark.parametrize(("rows", "cols", "scale", "num_gtx", "rates"), [
-    (1, 1, 1.0, 24, (4, 7)),
-    (7, 13, 0.3, 24, (4, 7)),
-    (16, 9, 3.0, 10, (5, 9)),
-    (5, 40, 20.0, 0, (4, 7)),
-    (30, 30, 2.0, 32, (8, 12)),
-    (3, 0, 1.0, 24, (4, 7)),
-])
-def test_level_coder_matches_reference(rows: int, cols: int, scale: float, num_gtx: int,
-                                       rates: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("rows", "cols", "scale", "num_gtx", "rates"),
+    [
+        (1, 1, 1.0, 24, (4, 7)),
+        (7, 13, 0.3, 24, (4, 7)),
+        (16, 9, 3.0, 10, (5, 9)),
+        (5, 40, 20.0, 0, (4, 7)),
+        (30, 30, 2.0, 32, (8, 12)),
+        (3, 0, 1.0, 24, (4, 7)),
+    ],
+)
+def test_level_coder_matches_reference(
+    rows: int, cols: int, scale: float, num_gtx: int, rates: tuple[int, int]
+) -> None:
     levels = _levels(np.random.default_rng(rows * 100 + cols), rows, cols, scale)
     fast = encode_levels(levels, num_gtx=num_gtx, adaptation=Adaptation(*rates))
     slow = ref.encode_levels(levels.tolist(), num_gtx, *rates)
@@ -50,8 +54,7 @@ def test_byte_coder_matches_reference(dtype: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(-1e4, 1e4, allow_nan=False, width=32), max_size=50),
-       st.floats(1e-4, 10.0))
+@given(st.lists(st.floats(-1e4, 1e4, allow_nan=False, width=32), max_size=50), st.floats(1e-4, 10.0))
 def test_quantize_matches_reference(values: list[float], step: float) -> None:
     array = np.array(values, dtype=np.float32)
     assert quantize(array, step).tolist() == ref.quantize(array.tolist(), step)

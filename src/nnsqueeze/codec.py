@@ -87,7 +87,7 @@ class CompressOptions:
 
     @property
     def vector_step(self) -> float:
-        return self.weight_step * 2.0 ** (self.qp_1d_offset / 4)
+        return self.weight_step * float(2.0 ** (self.qp_1d_offset / 4))
 
     @property
     def worker_count(self) -> int:
@@ -155,7 +155,9 @@ def _level_offset(levels: np.ndarray) -> int:
     return median if abs(median) > spread else 0
 
 
-def _code_levels(t: NamedTensor, levels: np.ndarray, method: int, step: float, opts: CompressOptions) -> _Coded:
+def _code_levels(
+    t: NamedTensor, levels: np.ndarray, method: int, step: float, opts: CompressOptions
+) -> _Coded:
     offset = _level_offset(levels) if levels.ndim < 2 else 0
     if offset:
         levels = levels - np.int32(offset)
@@ -171,15 +173,21 @@ def _code_levels(t: NamedTensor, levels: np.ndarray, method: int, step: float, o
     )
     header = RecordHeader(t.name, t.dtype, tuple(t.array.shape), method, params, 0, len(payload))
     shown_step = step if method == Method.UNIFORM else None
-    return _Coded(header, payload, TensorReport(t.name, header.shape, t.dtype, Method.NAMES[method],
-                                                shown_step, len(payload)))
+    return _Coded(
+        header,
+        payload,
+        TensorReport(t.name, header.shape, t.dtype, Method.NAMES[method], shown_step, len(payload)),
+    )
 
 
 def _code_bytes(t: NamedTensor) -> _Coded:
     payload = cabac.encode_bytes(t.array)
-    header = RecordHeader(t.name, t.dtype, tuple(t.array.shape), Method.BYTES, None, t.array.dtype.itemsize,
-                          len(payload))
-    return _Coded(header, payload, TensorReport(t.name, header.shape, t.dtype, "lossless", None, len(payload)))
+    header = RecordHeader(
+        t.name, t.dtype, tuple(t.array.shape), Method.BYTES, None, t.array.dtype.itemsize, len(payload)
+    )
+    return _Coded(
+        header, payload, TensorReport(t.name, header.shape, t.dtype, "lossless", None, len(payload))
+    )
 
 
 def encode_tensor(t: NamedTensor, opts: CompressOptions) -> _Coded:
@@ -272,7 +280,12 @@ def compress(
     else:
         path = Path(dest)  # type: ignore[arg-type]
     meta = dict(checkpoint.metadata)
-    meta.update(metadata or {})
+    user_items: list[tuple[object, object]] = list((metadata or {}).items())  # checked: callers may be untyped
+    for key, value in user_items:
+        if not isinstance(key, str) or not isinstance(value, str):
+            msg = f"metadata must map str to str, got {key!r}: {value!r}"
+            raise ConfigError(msg)
+        meta[key] = value
     meta.setdefault("nnsqueeze.source_format", checkpoint.format)
     writer = ContainerWriter(path)
     reports: list[TensorReport] = []
@@ -292,8 +305,9 @@ def compress(
     if in_memory:
         data = path.read_bytes()
         tmpdir.cleanup()
-    return CompressionReport(None if in_memory else path, data, tuple(reports), size, raw,
-                             time.perf_counter() - started)
+    return CompressionReport(
+        None if in_memory else path, data, tuple(reports), size, raw, time.perf_counter() - started
+    )
 
 
 def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
@@ -318,10 +332,9 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
             raise BitstreamError(msg)
         rate = cabac.Adaptation(p.fast_shift, p.slow_shift)
         levels = cabac.decode_levels(payload, shape, num_gtx=p.num_gtx, adaptation=rate)
-    except (ConfigError, TensorError) as exc:
-        raise BitstreamError(f"{what}: {exc}") from None
-    except BitstreamError as exc:
-        raise BitstreamError(f"{what}: {exc}") from None
+    except (ConfigError, TensorError, BitstreamError) as exc:
+        msg = f"{what}: {exc}"
+        raise BitstreamError(msg) from None
     if header.method == Method.UNIFORM:
         if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):
             msg = f"{what}: invalid quantization parameters"
@@ -393,7 +406,9 @@ class NnsqFile:
         t = self.read_tensor(name)
         return to_float32(t.array, t.dtype) if t.dtype == "bfloat16" else t.array
 
-    def tensors(self, names: Iterable[str] | None = None, *, threads: int | None = None) -> Iterator[NamedTensor]:
+    def tensors(
+        self, names: Iterable[str] | None = None, *, threads: int | None = None
+    ) -> Iterator[NamedTensor]:
         """Decodes tensors in file order (or the given order), several in parallel."""
         records = (self._reader.read_record(self._entry(n)) for n in (names or self.names))
         yield from _ordered_map(lambda r: decode_record(*r), records, threads or os.cpu_count() or 1)
@@ -408,8 +423,10 @@ def decompress(
     (exactly); use :func:`load_state_dict` for torch tensors in the original dtypes.
     """
     with NnsqFile(source) as f:
-        return {t.name: (to_float32(t.array, t.dtype) if t.dtype == "bfloat16" else t.array)
-                for t in f.tensors(threads=threads)}
+        return {
+            t.name: (to_float32(t.array, t.dtype) if t.dtype == "bfloat16" else t.array)
+            for t in f.tensors(threads=threads)
+        }
 
 
 def load_state_dict(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nnsqueeze.cli.progress import Progress
 from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, TensorReport, compress
 from nnsqueeze.errors import NnsqueezeError
+from nnsqueeze.io import NamedTensor
 
 
 def _positive_float(text: str) -> float:
@@ -36,8 +37,9 @@ def _human(n: float) -> str:
 def cmd_compress(args: argparse.Namespace) -> int:
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".nnsq")
-    opts = CompressOptions(qp=args.qp, step=args.step, lossless=args.lossless, threads=args.threads,
-                           lossless_1d=args.lossless_1d)
+    opts = CompressOptions(
+        qp=args.qp, step=args.step, lossless=args.lossless, threads=args.threads, lossless_1d=args.lossless_1d
+    )
     bar: Progress | None = None
 
     def on_tensor(t: TensorReport) -> None:
@@ -51,9 +53,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     report = compress(checkpoint, out, options=opts, progress=on_tensor)
     bar.close()
     mb = report.raw_bytes / 1e6
-    print(f"{src} -> {out}: {_human(report.raw_bytes)} -> {_human(report.file_bytes)} "
-          f"(ratio {report.ratio:.2f}, {report.bits_per_element:.3f} bits/param, {len(report.tensors)} tensors, "
-          f"{report.seconds:.2f} s, {mb / max(report.seconds, 1e-9):.1f} MB/s)")
+    print(
+        f"{src} -> {out}: {_human(report.raw_bytes)} -> {_human(report.file_bytes)} "
+        f"(ratio {report.ratio:.2f}, {report.bits_per_element:.3f} bits/param, "
+        f"{len(report.tensors)} tensors, "
+        f"{report.seconds:.2f} s, {mb / max(report.seconds, 1e-9):.1f} MB/s)"
+    )
     return 0
 
 
@@ -66,7 +71,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     with NnsqFile(src) as f:
         bar = Progress(len(f.names), "decompress")
 
-        def tensors():  # type: ignore[no-untyped-def]
+        def tensors() -> Iterator[NamedTensor]:
             for t in f.tensors(threads=args.threads):
                 bar.step(t.name)
                 yield t
@@ -89,15 +94,31 @@ def cmd_info(args: argparse.Namespace) -> int:
             total_bytes += size
             step = f"{h.levels.step:.4g}" if h.levels is not None and h.levels.step > 0 else "-"
             method = {1: "uniform", 2: "integer", 3: "lossless"}.get(h.method, "?")
-            rows.append((name, "x".join(map(str, h.shape)) or "scalar", h.dtype, method, step, str(size),
-                         f"{8 * size / max(n, 1):.3f}"))
+            rows.append(
+                (
+                    name,
+                    "x".join(map(str, h.shape)) or "scalar",
+                    h.dtype,
+                    method,
+                    step,
+                    str(size),
+                    f"{8 * size / max(n, 1):.3f}",
+                )
+            )
         header = ("tensor", "shape", "dtype", "coding", "step", "bytes", "bits/param")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         print(f"{args.input}: format {f.version[0]}.{f.version[1]}, {len(rows)} tensors")
         for r in [header, *rows]:
-            print("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        print(f"total: {total_elems} parameters, {total_bytes} bytes in records, "
-              f"{8 * total_bytes / max(total_elems, 1):.3f} bits/param")
+            print(
+                "  ".join(
+                    c.ljust(w) if i < 4 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(r, widths, strict=True))
+                )
+            )
+        print(
+            f"total: {total_elems} parameters, {total_bytes} bytes in records, "
+            f"{8 * total_bytes / max(total_elems, 1):.3f} bits/param"
+        )
         for key, value in f.metadata.items():
             print(f"metadata {key} = {value}")
     return 0
@@ -116,12 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnsqueeze", description="DeepCABAC neural network compression.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("compress", help="compress a checkpoint (.safetensors, .pt, .pth, .npz, .onnx) to .nnsq")
+    c = sub.add_parser(
+        "compress", help="compress a checkpoint (.safetensors, .pt, .pth, .npz, .onnx) to .nnsq"
+    )
     c.add_argument("input")
     c.add_argument("-o", "--output", help="output .nnsq path (default: input with .nnsq suffix)")
     group = c.add_mutually_exclusive_group()
-    group.add_argument("--qp", type=int, default=DEFAULT_QP, help=f"quantization parameter, step = 2^(qp/4) "
-                       f"(default {DEFAULT_QP})")
+    group.add_argument(
+        "--qp",
+        type=int,
+        default=DEFAULT_QP,
+        help=f"quantization parameter, step = 2^(qp/4) (default {DEFAULT_QP})",
+    )
     group.add_argument("--step", type=_positive_float, help="quantization step size (overrides --qp)")
     c.add_argument("--lossless", action="store_true", help="store all float tensors bit-exactly")
     c.add_argument("--lossless-1d", action="store_true", help="store 1-D tensors (biases, norms) bit-exactly")

@@ -22,7 +22,9 @@ class Progress:
         filled = width * self.done // max(self.total, 1)
         bar = "#" * filled + "-" * (width - filled)
         elapsed = time.perf_counter() - self.started
-        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {detail[:40]:<40}")
+        self.stream.write(
+            f"\r{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {detail[:40]:<40}"
+        )
         self.stream.flush()
 
     def close(self) -> None:

@@ -9,4 +9,11 @@ from nnsqueeze.coding.cabac import (
     encode_levels,
 )
 
-__all__ = ["Adaptation", "adaptation_for_size", "decode_bytes", "decode_levels", "encode_bytes", "encode_levels"]
+__all__ = [
+    "Adaptation",
+    "adaptation_for_size",
+    "decode_bytes",
+    "decode_levels",
+    "encode_bytes",
+    "encode_levels",
+]

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from nnsqueeze.dtypes import dtype_from_code
 from nnsqueeze.errors import BitstreamError, UnsupportedVersionError
@@ -45,7 +45,7 @@ class Method:
     INTEGER = 2  # integer/bool tensor: value = level + offset
     BYTES = 3  # any tensor: raw element bytes, coded losslessly
 
-    NAMES = {UNIFORM: "uniform", INTEGER: "integer", BYTES: "lossless"}
+    NAMES: ClassVar[dict[int, str]] = {UNIFORM: "uniform", INTEGER: "integer", BYTES: "lossless"}
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,8 @@ def decode_record_header(data: bytes, what: str) -> RecordHeader:
         raise BitstreamError(msg) from None
     what = f"tensor {name!r}"
     dtype_code, ndim = cur.take("<BB")
-    assert isinstance(dtype_code, int) and isinstance(ndim, int)
+    assert isinstance(dtype_code, int)
+    assert isinstance(ndim, int)
     try:
         dtype = dtype_from_code(dtype_code)
     except KeyError:
@@ -151,15 +152,18 @@ def decode_record_header(data: bytes, what: str) -> RecordHeader:
     if ndim > MAX_NDIM:
         msg = f"{what}: {ndim} dimensions (at most {MAX_NDIM})"
         raise BitstreamError(msg)
-    shape = tuple(int(d) for d in cur.take(f"<{ndim}Q"))  # type: ignore[arg-type]
+    shape = tuple(cur.int("<Q") for _ in range(ndim))
     method = cur.int("<B")
     levels = None
     itemsize = 0
     if method in (Method.UNIFORM, Method.INTEGER):
-        step, offset, num_gtx, fast, slow, rows = cur.take(_LEVEL_PARAMS.format)
+        (step,) = cur.take("<d")
         assert isinstance(step, float)
-        levels = LevelParams(rows=int(rows), num_gtx=int(num_gtx), fast_shift=int(fast),  # type: ignore[arg-type]
-                             slow_shift=int(slow), offset=int(offset), step=step)  # type: ignore[arg-type]
+        offset = cur.int("<q")
+        num_gtx, fast, slow = cur.int("<B"), cur.int("<B"), cur.int("<B")
+        levels = LevelParams(
+            rows=cur.int("<Q"), num_gtx=num_gtx, fast_shift=fast, slow_shift=slow, offset=offset, step=step
+        )
     elif method == Method.BYTES:
         itemsize = cur.int("<B")
     else:
@@ -225,7 +229,7 @@ class ContainerWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self._tmp, self.path)
+        self._tmp.replace(self.path)
         return self.bytes_written
 
     def abort(self) -> None:
@@ -238,15 +242,14 @@ def _pack_str(s: str, width: str) -> bytes:
     return struct.pack(width, len(raw)) + raw
 
 
-def encode_index(entries: list[IndexEntry], metadata: Mapping[str, str], attachments: Mapping[str, bytes]) -> bytes:
+def encode_index(
+    entries: list[IndexEntry], metadata: Mapping[str, str], attachments: Mapping[str, bytes]
+) -> bytes:
     parts = [struct.pack("<I", len(entries))]
     for e in entries:
         parts += [_pack_str(e.name, "<H"), struct.pack("<QQ", e.offset, e.length)]
     parts.append(struct.pack("<I", len(metadata)))
     for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            msg = "metadata must map str to str"
-            raise TypeError(msg)
         parts += [_pack_str(key, "<I"), _pack_str(value, "<I")]
     parts.append(struct.pack("<I", len(attachments)))
     for key, blob in attachments.items():
@@ -277,7 +280,8 @@ def decode_index(body: bytes, records_end: int) -> Index:
     for _ in range(cur.int("<I")):
         name = text("<H")
         offset, length = cur.take("<QQ")
-        assert isinstance(offset, int) and isinstance(length, int)
+        assert isinstance(offset, int)
+        assert isinstance(length, int)
         if offset < _PREAMBLE.size or length < _RECORD_HEAD.size + 4 or offset + length > records_end:
             msg = f"index: record of tensor {name!r} lies outside the file"
             raise BitstreamError(msg)
@@ -359,14 +363,20 @@ class ContainerReader:
             msg = f"{self.label}: not an .nnsq file (bad magic)"
             raise BitstreamError(msg)
         if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
-            msg = (f"{self.label}: format version {major}.{minor} is newer than this nnsqueeze reads "
-                   f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade nnsqueeze")
+            msg = (
+                f"{self.label}: format version {major}.{minor} is newer than this nnsqueeze reads "
+                f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade nnsqueeze"
+            )
             raise UnsupportedVersionError(msg)
         index_offset, index_length, end = _FOOTER.unpack(self._read(self.size - _FOOTER.size, _FOOTER.size))
         if end != _FOOTER_MAGIC:
             msg = f"{self.label}: missing footer (file truncated or still being written)"
             raise BitstreamError(msg)
-        if index_offset < _PREAMBLE.size or index_offset + index_length != self.size - _FOOTER.size or index_length < 8:
+        if (
+            index_offset < _PREAMBLE.size
+            or index_offset + index_length != self.size - _FOOTER.size
+            or index_length < 8
+        ):
             msg = f"{self.label}: corrupt footer (index outside the file)"
             raise BitstreamError(msg)
         raw = self._read(index_offset, index_length)

@@ -60,11 +60,15 @@ def quantize(values: np.ndarray, step: float, *, name: str = "tensor") -> np.nda
     if bad >= 0:
         value = float(flat[bad])
         if not math.isfinite(value):
-            msg = (f"{name}: element {bad} is {value}; NaN/Inf cannot be quantized "
-                   "(fix the model, or store this tensor losslessly with lossless=True)")
+            msg = (
+                f"{name}: element {bad} is {value}; NaN/Inf cannot be quantized "
+                "(fix the model, or store this tensor losslessly with lossless=True)"
+            )
         else:
-            msg = (f"{name}: element {bad} = {value:g} is beyond {MAX_ABS_LEVEL} steps of {step:g}; "
-                   "use a larger step (higher qp) or lossless=True")
+            msg = (
+                f"{name}: element {bad} = {value:g} is beyond {MAX_ABS_LEVEL} steps of {step:g}; "
+                "use a larger step (higher qp) or lossless=True"
+            )
         raise TensorError(msg)
     return levels.reshape(np.shape(values))
 
