@@ -271,23 +271,16 @@ def compress(
     opts = options or CompressOptions(qp=qp, step=step, lossless=lossless, threads=threads)
     started = time.perf_counter()
     checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source)
-    in_memory = dest is None
-    if in_memory:
-        import tempfile
-
-        tmpdir = tempfile.TemporaryDirectory(prefix="nnsqueeze-")
-        path = Path(tmpdir.name) / "model.nnsq"
-    else:
-        path = Path(dest)  # type: ignore[arg-type]
     meta = dict(checkpoint.metadata)
-    user_items: list[tuple[object, object]] = list((metadata or {}).items())  # checked: callers may be untyped
+    # Checked at run time: callers may be untyped.
+    user_items: list[tuple[object, object]] = list((metadata or {}).items())
     for key, value in user_items:
         if not isinstance(key, str) or not isinstance(value, str):
             msg = f"metadata must map str to str, got {key!r}: {value!r}"
             raise ConfigError(msg)
         meta[key] = value
     meta.setdefault("nnsqueeze.source_format", checkpoint.format)
-    writer = ContainerWriter(path)
+    writer = ContainerWriter(dest)
     reports: list[TensorReport] = []
     raw = 0
     try:
@@ -301,12 +294,13 @@ def compress(
     except BaseException:
         writer.abort()
         raise
-    data = None
-    if in_memory:
-        data = path.read_bytes()
-        tmpdir.cleanup()
     return CompressionReport(
-        None if in_memory else path, data, tuple(reports), size, raw, time.perf_counter() - started
+        writer.path,
+        writer.getvalue() if dest is None else None,
+        tuple(reports),
+        size,
+        raw,
+        time.perf_counter() - started,
     )
 
 

@@ -14,6 +14,7 @@ more than the tensors in flight; the index at the end lets a reader decode one t
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import tempfile
@@ -184,18 +185,22 @@ class IndexEntry:
 
 
 class ContainerWriter:
-    """Writes a ``.nnsq`` file record by record into a temp file, renamed into place on close.
-
-    Use as a context manager; if the block raises, the temp file is removed and the
-    destination is left untouched.
+    """Writes a ``.nnsq`` file record by record into a temp file, renamed into place by
+    :meth:`close`; :meth:`abort` removes the temp file and leaves the destination untouched.
+    With ``path=None`` the file is built in memory (:meth:`getvalue`).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        directory = self.path.parent if str(self.path.parent) else Path()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-        self._tmp = Path(tmp)
-        self._file: BinaryIO = os.fdopen(fd, "wb")
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = None if path is None else Path(path)
+        self._tmp: Path | None = None
+        self._file: BinaryIO
+        if self.path is None:
+            self._file = io.BytesIO()
+        else:
+            directory = self.path.parent if str(self.path.parent) else Path()
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+            self._tmp = Path(tmp)
+            self._file = os.fdopen(fd, "wb")
         self._entries: list[IndexEntry] = []
         self._names: set[str] = set()
         self._file.write(_PREAMBLE.pack(MAGIC, *FORMAT_VERSION, 0))
@@ -226,15 +231,24 @@ class ContainerWriter:
         self._file.write(index)
         self._file.write(_FOOTER.pack(self.bytes_written, len(index), _FOOTER_MAGIC))
         self.bytes_written += len(index) + _FOOTER.size
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._tmp.replace(self.path)
+        if self._tmp is not None and self.path is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._tmp.replace(self.path)
         return self.bytes_written
+
+    def getvalue(self) -> bytes:
+        """The finished file of an in-memory writer."""
+        if not isinstance(self._file, io.BytesIO):
+            msg = "getvalue() is only available for in-memory writers"
+            raise TypeError(msg)
+        return self._file.getvalue()
 
     def abort(self) -> None:
         self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
 
 def _pack_str(s: str, width: str) -> bytes:
