@@ -228,7 +228,7 @@ def _with_offset(coded: _Coded, extra: int) -> _Coded:
 
 
 def _ordered_map(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int) -> Iterator[_Out]:
-    """``map`` over a thread pool that keeps order and at most ``2 * workers`` items in flight.
+    """``map`` over a thread pool that keeps order and at most ``workers + 1`` items in flight.
 
     The coders release the GIL, so threads give real parallelism."""
     if workers == 1:
@@ -238,7 +238,7 @@ def _ordered_map(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int) 
         pending: list[Future[_Out]] = []
         for item in items:
             pending.append(pool.submit(fn, item))
-            if len(pending) >= 2 * workers:
+            if len(pending) > workers:
                 yield pending.pop(0).result()
         for fut in pending:
             yield fut.result()

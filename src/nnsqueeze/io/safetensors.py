@@ -154,21 +154,20 @@ def _read_header(path: Path) -> tuple[int, list[_Entry], dict[str, str]]:
 
 
 def _iter_tensors(path: Path, data_start: int, entries: list[_Entry]) -> Iterator[NamedTensor]:
-    data_size = entries[-1].end if entries else 0
-    if data_size == 0:
-        buffer = np.zeros(0, dtype=np.uint8)
-    else:
-        buffer = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_size,))
-    for entry in entries:
-        raw = np.asarray(buffer[entry.begin : entry.end])
-        array = raw.view(storage_dtype(entry.dtype)).reshape(entry.shape)
-        if not array.flags.aligned:
-            array = array.copy()
-        yield NamedTensor(entry.name, array, entry.dtype)
+    # Each tensor is read into its own buffer (not memory-mapped), so the process holds only the
+    # tensors in flight and its resident memory stays honest on multi-GB files.
+    with path.open("rb") as file:
+        for entry in entries:
+            size = entry.end - entry.begin
+            raw = np.empty(size, dtype=np.uint8)
+            file.seek(data_start + entry.begin)
+            if file.readinto(memoryview(raw)) != size:
+                raise _bad(path, f"tensor {entry.name!r} is truncated (file changed while reading?)")
+            yield NamedTensor(entry.name, raw.view(storage_dtype(entry.dtype)).reshape(entry.shape), entry.dtype)
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> Checkpoint:
-    """Open a ``.safetensors`` file; the header is validated now, tensors are memory-mapped one at a time."""
+    """Open a ``.safetensors`` file; the header is validated now, tensors are read one at a time."""
     file = Path(path)
     data_start, entries, metadata = _read_header(file)
     return Checkpoint(
