@@ -17,6 +17,7 @@ using Levels = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device:
 using LevelsOut = nb::ndarray<int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Bytes = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using BytesOut = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using FloatsOut = nb::ndarray<float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 nb::bytes to_bytes(const std::vector<uint8_t>& v) { return nb::bytes(reinterpret_cast<const char*>(v.data()), v.size()); }
 
@@ -67,6 +68,18 @@ void bind_coding(nb::module_& m) {
         },
         "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a,
         "out"_a.noconvert());
+
+    m.def(
+        "decode_dequantize",
+        [](Bytes payload, std::size_t rows, std::size_t cols, int num_gtx, int fast_shift, int slow_shift,
+           int64_t offset, double step, FloatsOut out) {
+            check_count(rows, cols, out.shape(0));
+            nb::gil_scoped_release release;
+            nnsqueeze::decode_dequantize(payload.data(), payload.shape(0), rows, cols,
+                                         params(num_gtx, fast_shift, slow_shift), offset, step, out.data());
+        },
+        "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a, "offset"_a,
+        "step"_a, "out"_a.noconvert());
 
     m.def(
         "encode_bytes",

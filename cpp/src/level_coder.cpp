@@ -111,7 +111,7 @@ void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols, co
                    std::vector<uint8_t>& out) {
     check_params(params);
     ArithEncoder enc(out, params.rate);
-    LevelContexts ctx(cols, params.num_gtx);
+    LevelContexts ctx(rows == 0 ? 0 : cols, params.num_gtx);  // no column state for empty tensors
     const int n = params.num_gtx;
     for (std::size_t r = 0; r < rows; ++r) {
         ctx.start_row(r);
@@ -153,16 +153,17 @@ void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols, co
     enc.finish();
 }
 
-void decode_levels(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
-                   const LevelCoderParams& params, int32_t* levels) {
+// Decodes levels in scan order and hands each to `sink(index, level)`.
+template <class Sink>
+void decode_levels_to(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
+                      const LevelCoderParams& params, Sink&& sink) {
     check_params(params);
     ArithDecoder dec(data, size, params.rate);
-    LevelContexts ctx(cols, params.num_gtx);
+    LevelContexts ctx(rows == 0 ? 0 : cols, params.num_gtx);  // no column state for empty tensors
     const int n = params.num_gtx;
     for (std::size_t r = 0; r < rows; ++r) {
         if (dec.overrun()) throw BitstreamError("payload ends early (truncated level stream)");
         ctx.start_row(r);
-        int32_t* row = levels + r * cols;
         for (std::size_t c = 0; c < cols; ++c) {
             ctx.select(c);
             int32_t q = 0;
@@ -187,7 +188,7 @@ void decode_levels(const uint8_t* data, std::size_t size, std::size_t rows, std:
                 }
                 q = static_cast<int32_t>(negative ? -mag : mag);
             }
-            row[c] = q;
+            sink(r * cols + c, q);
             ctx.update(c, q);
         }
     }
@@ -196,6 +197,18 @@ void decode_levels(const uint8_t* data, std::size_t size, std::size_t rows, std:
         throw BitstreamError("level stream has " + std::to_string(size - dec.consumed()) +
                              " trailing bytes (corrupt or wrong shape)");
     }
+}
+
+void decode_levels(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
+                   const LevelCoderParams& params, int32_t* levels) {
+    decode_levels_to(data, size, rows, cols, params, [levels](std::size_t i, int32_t q) { levels[i] = q; });
+}
+
+void decode_dequantize(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
+                       const LevelCoderParams& params, int64_t offset, double step, float* values) {
+    decode_levels_to(data, size, rows, cols, params, [=](std::size_t i, int32_t q) {
+        values[i] = static_cast<float>(static_cast<double>(q + offset) * step);
+    });
 }
 
 }  // namespace nnsqueeze

@@ -34,7 +34,7 @@ from nnsqueeze.coding.container import (
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float32
 from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
-from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, dequantize, qp_to_step, quantize
+from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, qp_to_step, quantize
 
 DEFAULT_QP = -28
 _In = TypeVar("_In")
@@ -314,7 +314,7 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
     try:
         if header.method == Method.BYTES:
             if header.itemsize != storage_dtype(header.dtype).itemsize:
-                msg = f"{what}: item size {header.itemsize} does not match dtype {header.dtype}"
+                msg = f"item size {header.itemsize} does not match dtype {header.dtype}"
                 raise BitstreamError(msg)
             array = cabac.decode_bytes(payload, shape, storage_dtype(header.dtype))
             return NamedTensor(header.name, array, header.dtype)
@@ -322,19 +322,21 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
         assert p is not None
         rows = shape[0] if shape else 1
         if p.rows != rows:
-            msg = f"{what}: row count {p.rows} does not match shape {shape}"
+            msg = f"row count {p.rows} does not match shape {shape}"
             raise BitstreamError(msg)
         rate = cabac.Adaptation(p.fast_shift, p.slow_shift)
+        if header.method == Method.UNIFORM:
+            if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):
+                msg = "invalid quantization parameters"
+                raise BitstreamError(msg)
+            values = cabac.decode_dequantized(
+                payload, shape, p.step, offset=p.offset, num_gtx=p.num_gtx, adaptation=rate
+            )
+            return NamedTensor(header.name, from_float32(values, header.dtype), header.dtype)
         levels = cabac.decode_levels(payload, shape, num_gtx=p.num_gtx, adaptation=rate)
     except (ConfigError, TensorError, BitstreamError) as exc:
         msg = f"{what}: {exc}"
         raise BitstreamError(msg) from None
-    if header.method == Method.UNIFORM:
-        if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):
-            msg = f"{what}: invalid quantization parameters"
-            raise BitstreamError(msg)
-        values = dequantize(levels, p.step, offset=p.offset)
-        return NamedTensor(header.name, from_float32(values, header.dtype), header.dtype)
     wide = levels.astype(np.int64) + p.offset
     return NamedTensor(header.name, wide.astype(storage_dtype(header.dtype)), header.dtype)
 

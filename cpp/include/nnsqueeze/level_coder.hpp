@@ -43,4 +43,8 @@ void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols,
 void decode_levels(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
                    const LevelCoderParams& params, int32_t* levels);
 
+// decode_levels fused with reconstruction: values = float((level + offset) * step).
+void decode_dequantize(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
+                       const LevelCoderParams& params, int64_t offset, double step, float* values);
+
 }  // namespace nnsqueeze

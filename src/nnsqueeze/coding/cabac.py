@@ -82,12 +82,7 @@ def decode_levels(
     adaptation: Adaptation | None = None,
 ) -> np.ndarray:
     """Decodes levels written by :func:`encode_levels` with the same shape and parameters."""
-    count = 1
-    for d in shape:
-        count *= d
-    if count > _core.max_elements_for_payload(len(payload)):
-        msg = f"{count} levels cannot come from a payload of {len(payload)} bytes (corrupt header?)"
-        raise BitstreamError(msg)
+    count = _checked_count(payload, shape)
     rate = adaptation or adaptation_for_size(count)
     rows, cols = _rows_cols(shape)
     out = np.empty(count, dtype=np.int32)
@@ -97,6 +92,42 @@ def decode_levels(
     except _core.CoreBitstreamError as exc:
         raise BitstreamError(str(exc)) from None
     return out.reshape(shape)
+
+
+def decode_dequantized(
+    payload: bytes,
+    shape: tuple[int, ...],
+    step: float,
+    *,
+    offset: int = 0,
+    num_gtx: int = DEFAULT_GTX,
+    adaptation: Adaptation | None = None,
+) -> np.ndarray:
+    """:func:`decode_levels` fused with reconstruction: float32 ``(level + offset) * step``,
+    without an intermediate level array."""
+    count = _checked_count(payload, shape)
+    rate = adaptation or adaptation_for_size(count)
+    rows, cols = _rows_cols(shape)
+    out = np.empty(count, dtype=np.float32)
+    data = np.frombuffer(payload, dtype=np.uint8)
+    try:
+        _core.decode_dequantize(
+            data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, offset, step, out
+        )
+    except _core.CoreBitstreamError as exc:
+        raise BitstreamError(str(exc)) from None
+    return out.reshape(shape)
+
+
+def _checked_count(payload: bytes, shape: tuple[int, ...]) -> int:
+    """Element count of ``shape``, refused if the payload cannot carry that many elements."""
+    count = 1
+    for d in shape:
+        count *= d
+    if count > _core.max_elements_for_payload(len(payload)):
+        msg = f"{count} elements cannot come from a payload of {len(payload)} bytes (corrupt header?)"
+        raise BitstreamError(msg)
+    return count
 
 
 def encode_bytes(array: np.ndarray) -> bytes:
@@ -112,12 +143,7 @@ def encode_bytes(array: np.ndarray) -> bytes:
 
 def decode_bytes(payload: bytes, shape: tuple[int, ...], dtype: np.dtype[np.generic]) -> np.ndarray:
     """Decodes an array written by :func:`encode_bytes`."""
-    count = 1
-    for d in shape:
-        count *= d
-    if count > _core.max_elements_for_payload(len(payload)):
-        msg = f"{count} elements cannot come from a payload of {len(payload)} bytes (corrupt header?)"
-        raise BitstreamError(msg)
+    count = _checked_count(payload, shape)
     out = np.empty(count * dtype.itemsize, dtype=np.uint8)
     try:
         _core.decode_bytes(np.frombuffer(payload, dtype=np.uint8), dtype.itemsize, out)

@@ -163,7 +163,9 @@ def _iter_tensors(path: Path, data_start: int, entries: list[_Entry]) -> Iterato
             file.seek(data_start + entry.begin)
             if file.readinto(memoryview(raw)) != size:
                 raise _bad(path, f"tensor {entry.name!r} is truncated (file changed while reading?)")
-            yield NamedTensor(entry.name, raw.view(storage_dtype(entry.dtype)).reshape(entry.shape), entry.dtype)
+            yield NamedTensor(
+                entry.name, raw.view(storage_dtype(entry.dtype)).reshape(entry.shape), entry.dtype
+            )
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> Checkpoint:
