@@ -56,7 +56,8 @@ class CompressOptions:
     lossless_1d
         Store only the 1-D float tensors bit-exactly.
     num_gtx
-        Number of context-coded "abs > k" flags before the Exp-Golomb remainder.
+        Number of context-coded "abs > k" flags before the Exp-Golomb remainder (default: the
+        encoder picks per tensor).
     threads
         Tensors coded in parallel (default: all cores).
     """
@@ -66,7 +67,7 @@ class CompressOptions:
     qp_1d_offset: int = -32
     lossless: bool = False
     lossless_1d: bool = False
-    num_gtx: int = cabac.DEFAULT_GTX
+    num_gtx: int | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -74,7 +75,7 @@ class CompressOptions:
         qp_to_step(self.qp + self.qp_1d_offset)
         if self.step is not None:
             check_step(self.step)
-        if not 0 <= self.num_gtx <= cabac.MAX_GTX:
+        if self.num_gtx is not None and not 0 <= self.num_gtx <= cabac.MAX_GTX:
             msg = f"num_gtx must be in 0..{cabac.MAX_GTX}, got {self.num_gtx}"
             raise ConfigError(msg)
         if self.threads is not None and self.threads < 1:
@@ -161,11 +162,9 @@ def _code_levels(
     offset = _level_offset(levels) if levels.ndim < 2 else 0
     if offset:
         levels = levels - np.int32(offset)
-    rate = cabac.adaptation_for_size(levels.size)
-    payload = cabac.encode_levels(levels, num_gtx=opts.num_gtx, adaptation=rate)
+    payload, num_gtx, rate = cabac.encode_levels_best(levels, num_gtx=opts.num_gtx)
     params = LevelParams(
-        rows=levels.shape[0] if levels.ndim else 1,
-        num_gtx=opts.num_gtx,
+        num_gtx=num_gtx,
         fast_shift=rate.fast_shift,
         slow_shift=rate.slow_shift,
         offset=offset,
@@ -221,7 +220,7 @@ def _fits_levels(values: np.ndarray) -> bool:
 def _with_offset(coded: _Coded, extra: int) -> _Coded:
     assert coded.header.levels is not None
     p = coded.header.levels
-    levels = LevelParams(p.rows, p.num_gtx, p.fast_shift, p.slow_shift, p.offset + extra, p.step)
+    levels = LevelParams(p.num_gtx, p.fast_shift, p.slow_shift, p.offset + extra, p.step)
     h = coded.header
     coded.header = RecordHeader(h.name, h.dtype, h.shape, h.method, levels, h.itemsize, h.payload_length)
     return coded
@@ -320,10 +319,6 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
             return NamedTensor(header.name, array, header.dtype)
         p = header.levels
         assert p is not None
-        rows = shape[0] if shape else 1
-        if p.rows != rows:
-            msg = f"row count {p.rows} does not match shape {shape}"
-            raise BitstreamError(msg)
         rate = cabac.Adaptation(p.fast_shift, p.slow_shift)
         if header.method == Method.UNIFORM:
             if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):

@@ -74,6 +74,33 @@ def encode_levels(
     return _core.encode_levels(flat, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift)
 
 
+def _candidate_settings(count: int, num_gtx: int | None) -> list[tuple[int, Adaptation]]:
+    """Coder settings worth trying for a tensor of ``count`` levels (trying is cheap when small)."""
+    gtx_options = [num_gtx] if num_gtx is not None else [10, DEFAULT_GTX]
+    if count < 1 << 16:
+        rates = [Adaptation(5, 9), Adaptation(7, 11)]
+    elif count < 1 << 20:
+        rates = [Adaptation(7, 11)]
+    else:
+        return [(gtx_options[-1], Adaptation(8, 12))]
+    return [(g, r) for g in gtx_options for r in rates]
+
+
+def encode_levels_best(levels: np.ndarray, *, num_gtx: int | None = None) -> tuple[bytes, int, Adaptation]:
+    """Codes levels with the best of a few coder settings (the number of ``abs > k`` flags and
+    the adaptation rates; both are signalled per tensor, like NNCodec's parameter optimisation).
+
+    Returns the payload and the settings the decoder needs.
+    """
+    best: tuple[bytes, int, Adaptation] | None = None
+    for gtx, rate in _candidate_settings(levels.size, num_gtx):
+        payload = encode_levels(levels, num_gtx=gtx, adaptation=rate)
+        if best is None or len(payload) < len(best[0]):
+            best = (payload, gtx, rate)
+    assert best is not None
+    return best
+
+
 def decode_levels(
     payload: bytes,
     shape: tuple[int, ...],

@@ -17,23 +17,23 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import IO, ClassVar
 
 from nnsqueeze.dtypes import dtype_from_code
 from nnsqueeze.errors import BitstreamError, UnsupportedVersionError
+from nnsqueeze.io._common import create_temp
 
 MAGIC = b"\x89NNSQ\r\n\x1a"
 FORMAT_VERSION = (1, 0)
 _PREAMBLE = struct.Struct("<8sHHI")
-_RECORD_HEAD = struct.Struct("<4sI")
 _FOOTER = struct.Struct("<QQ8s")
 _FOOTER_MAGIC = b"NNSQEND\0"
 _RECORD_MAGIC = b"TNSR"
+_MIN_RECORD = len(_RECORD_MAGIC) + 1 + 4  # magic, header length, CRC
 _INDEX_MAGIC = b"INDX"
 MAX_NDIM = 32
 MAX_NAME_BYTES = 65535
@@ -53,7 +53,6 @@ class Method:
 class LevelParams:
     """Parameters of the level coder, signalled per tensor."""
 
-    rows: int
     num_gtx: int
     fast_shift: int
     slow_shift: int
@@ -81,26 +80,48 @@ class RecordHeader:
         return n
 
 
-_LEVEL_PARAMS = struct.Struct("<dqBBBQ")
+def uvarint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low bits first, high bit set on all but the last byte."""
+    if value < 0:
+        msg = f"uvarint of a negative number: {value}"
+        raise ValueError(msg)
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def svarint(value: int) -> bytes:
+    """Signed integer as zigzag (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...) then uvarint."""
+    return uvarint(2 * value if value >= 0 else -2 * value - 1)
 
 
 def encode_record_header(h: RecordHeader) -> bytes:
+    from nnsqueeze.dtypes import dtype_code
+
     name = h.name.encode("utf-8")
     if len(name) > MAX_NAME_BYTES:
         msg = f"tensor name longer than {MAX_NAME_BYTES} bytes: {h.name[:60]}..."
         raise ValueError(msg)
-    from nnsqueeze.dtypes import dtype_code
-
-    parts = [struct.pack("<H", len(name)), name, struct.pack("<BB", dtype_code(h.dtype), len(h.shape))]
-    parts.append(struct.pack(f"<{len(h.shape)}Q", *h.shape))
+    parts = [uvarint(len(name)), name, struct.pack("<BB", dtype_code(h.dtype), len(h.shape))]
+    parts += [uvarint(d) for d in h.shape]
     parts.append(struct.pack("<B", h.method))
     if h.method in (Method.UNIFORM, Method.INTEGER):
         assert h.levels is not None
         p = h.levels
-        parts.append(_LEVEL_PARAMS.pack(p.step, p.offset, p.num_gtx, p.fast_shift, p.slow_shift, p.rows))
+        parts += [
+            struct.pack("<d", p.step),
+            svarint(p.offset),
+            struct.pack("<BBB", p.num_gtx, p.fast_shift, p.slow_shift),
+        ]
     else:
         parts.append(struct.pack("<B", h.itemsize))
-    parts.append(struct.pack("<Q", h.payload_length))
+    parts.append(uvarint(h.payload_length))
     return b"".join(parts)
 
 
@@ -110,41 +131,57 @@ class _Cursor:
     def __init__(self, data: bytes, what: str) -> None:
         self.data, self.pos, self.what = data, 0, what
 
-    def take(self, fmt: str) -> tuple[int | float | bytes, ...]:
-        size = struct.calcsize(fmt)
-        if self.pos + size > len(self.data):
-            msg = f"{self.what}: header is truncated"
-            raise BitstreamError(msg)
-        values = struct.unpack_from(fmt, self.data, self.pos)
-        self.pos += size
-        return values
+    def _truncated(self) -> BitstreamError:
+        return BitstreamError(f"{self.what}: header is truncated")
 
     def take_bytes(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
-            msg = f"{self.what}: header is truncated"
-            raise BitstreamError(msg)
+            raise self._truncated()
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
-    def int(self, fmt: str) -> int:
-        (value,) = self.take(fmt)
+    def fixed(self, fmt: str) -> int:
+        (value,) = struct.unpack(fmt, self.take_bytes(struct.calcsize(fmt)))
         assert isinstance(value, int)
         return value
+
+    def float64(self) -> float:
+        (value,) = struct.unpack("<d", self.take_bytes(8))
+        assert isinstance(value, float)
+        return value
+
+    def uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            if self.pos >= len(self.data):
+                raise self._truncated()
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                msg = f"{self.what}: integer field longer than 64 bits"
+                raise BitstreamError(msg)
+
+    def svarint(self) -> int:
+        z = self.uvarint()
+        return z >> 1 if not z & 1 else -((z + 1) >> 1)
 
 
 def decode_record_header(data: bytes, what: str) -> RecordHeader:
     cur = _Cursor(data, what)
-    name_bytes = cur.take_bytes(cur.int("<H"))
+    name_bytes = cur.take_bytes(cur.uvarint())
     try:
         name = name_bytes.decode("utf-8")
     except UnicodeDecodeError:
         msg = f"{what}: tensor name is not UTF-8"
         raise BitstreamError(msg) from None
     what = f"tensor {name!r}"
-    dtype_code, ndim = cur.take("<BB")
-    assert isinstance(dtype_code, int)
-    assert isinstance(ndim, int)
+    cur.what = what
+    dtype_code, ndim = cur.fixed("<B"), cur.fixed("<B")
     try:
         dtype = dtype_from_code(dtype_code)
     except KeyError:
@@ -153,24 +190,21 @@ def decode_record_header(data: bytes, what: str) -> RecordHeader:
     if ndim > MAX_NDIM:
         msg = f"{what}: {ndim} dimensions (at most {MAX_NDIM})"
         raise BitstreamError(msg)
-    shape = tuple(cur.int("<Q") for _ in range(ndim))
-    method = cur.int("<B")
+    shape = tuple(cur.uvarint() for _ in range(ndim))
+    method = cur.fixed("<B")
     levels = None
     itemsize = 0
     if method in (Method.UNIFORM, Method.INTEGER):
-        (step,) = cur.take("<d")
-        assert isinstance(step, float)
-        offset = cur.int("<q")
-        num_gtx, fast, slow = cur.int("<B"), cur.int("<B"), cur.int("<B")
-        levels = LevelParams(
-            rows=cur.int("<Q"), num_gtx=num_gtx, fast_shift=fast, slow_shift=slow, offset=offset, step=step
-        )
+        step = cur.float64()
+        offset = cur.svarint()
+        num_gtx, fast, slow = cur.fixed("<B"), cur.fixed("<B"), cur.fixed("<B")
+        levels = LevelParams(num_gtx=num_gtx, fast_shift=fast, slow_shift=slow, offset=offset, step=step)
     elif method == Method.BYTES:
-        itemsize = cur.int("<B")
+        itemsize = cur.fixed("<B")
     else:
         msg = f"{what}: unknown coding method {method}"
         raise BitstreamError(msg)
-    payload_length = cur.int("<Q")
+    payload_length = cur.uvarint()
     if cur.pos != len(data):
         msg = f"{what}: header has {len(data) - cur.pos} unexpected trailing bytes"
         raise BitstreamError(msg)
@@ -193,14 +227,11 @@ class ContainerWriter:
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = None if path is None else Path(path)
         self._tmp: Path | None = None
-        self._file: BinaryIO
+        self._file: IO[bytes]
         if self.path is None:
             self._file = io.BytesIO()
         else:
-            directory = self.path.parent if str(self.path.parent) else Path()
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-            self._tmp = Path(tmp)
-            self._file = os.fdopen(fd, "wb")
+            self._tmp, self._file = create_temp(self.path)
         self._entries: list[IndexEntry] = []
         self._names: set[str] = set()
         self._file.write(_PREAMBLE.pack(MAGIC, *FORMAT_VERSION, 0))
@@ -214,11 +245,12 @@ class ContainerWriter:
         head = encode_record_header(header)
         crc = zlib.crc32(payload, zlib.crc32(head))
         offset = self.bytes_written
-        self._file.write(_RECORD_HEAD.pack(_RECORD_MAGIC, len(head)))
+        prefix = _RECORD_MAGIC + uvarint(len(head))
+        self._file.write(prefix)
         self._file.write(head)
         self._file.write(payload)
         self._file.write(struct.pack("<I", crc))
-        length = _RECORD_HEAD.size + len(head) + len(payload) + 4
+        length = len(prefix) + len(head) + len(payload) + 4
         self.bytes_written += length
         self._names.add(header.name)
         self._entries.append(IndexEntry(header.name, offset, length))
@@ -251,23 +283,23 @@ class ContainerWriter:
             self._tmp.unlink(missing_ok=True)
 
 
-def _pack_str(s: str, width: str) -> bytes:
+def _pack_str(s: str) -> bytes:
     raw = s.encode("utf-8")
-    return struct.pack(width, len(raw)) + raw
+    return uvarint(len(raw)) + raw
 
 
 def encode_index(
     entries: list[IndexEntry], metadata: Mapping[str, str], attachments: Mapping[str, bytes]
 ) -> bytes:
-    parts = [struct.pack("<I", len(entries))]
+    parts = [uvarint(len(entries))]
     for e in entries:
-        parts += [_pack_str(e.name, "<H"), struct.pack("<QQ", e.offset, e.length)]
-    parts.append(struct.pack("<I", len(metadata)))
+        parts += [_pack_str(e.name), uvarint(e.offset), uvarint(e.length)]
+    parts.append(uvarint(len(metadata)))
     for key, value in metadata.items():
-        parts += [_pack_str(key, "<I"), _pack_str(value, "<I")]
-    parts.append(struct.pack("<I", len(attachments)))
+        parts += [_pack_str(key), _pack_str(value)]
+    parts.append(uvarint(len(attachments)))
     for key, blob in attachments.items():
-        parts += [_pack_str(key, "<H"), struct.pack("<Q", len(blob)), bytes(blob)]
+        parts += [_pack_str(key), uvarint(len(blob)), bytes(blob)]
     return b"".join(parts)
 
 
@@ -281,8 +313,8 @@ class Index:
 def decode_index(body: bytes, records_end: int) -> Index:
     cur = _Cursor(body, "index")
 
-    def text(width: str) -> str:
-        raw = cur.take_bytes(cur.int(width))
+    def text() -> str:
+        raw = cur.take_bytes(cur.uvarint())
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -291,12 +323,10 @@ def decode_index(body: bytes, records_end: int) -> Index:
 
     entries = []
     names = set()
-    for _ in range(cur.int("<I")):
-        name = text("<H")
-        offset, length = cur.take("<QQ")
-        assert isinstance(offset, int)
-        assert isinstance(length, int)
-        if offset < _PREAMBLE.size or length < _RECORD_HEAD.size + 4 or offset + length > records_end:
+    for _ in range(cur.uvarint()):
+        name = text()
+        offset, length = cur.uvarint(), cur.uvarint()
+        if offset < _PREAMBLE.size or length < _MIN_RECORD or offset + length > records_end:
             msg = f"index: record of tensor {name!r} lies outside the file"
             raise BitstreamError(msg)
         if name in names:
@@ -305,13 +335,13 @@ def decode_index(body: bytes, records_end: int) -> Index:
         names.add(name)
         entries.append(IndexEntry(name, offset, length))
     metadata = {}
-    for _ in range(cur.int("<I")):
-        key = text("<I")
-        metadata[key] = text("<I")
+    for _ in range(cur.uvarint()):
+        key = text()
+        metadata[key] = text()
     attachments = {}
-    for _ in range(cur.int("<I")):
-        key = text("<H")
-        attachments[key] = cur.take_bytes(cur.int("<Q"))
+    for _ in range(cur.uvarint()):
+        key = text()
+        attachments[key] = cur.take_bytes(cur.uvarint())
     if cur.pos != len(body):
         msg = "index: unexpected trailing bytes"
         raise BitstreamError(msg)
@@ -324,7 +354,7 @@ class ContainerReader:
     def __init__(self, source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> None:
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._data: bytes | None = bytes(source)
-            self._file: BinaryIO | None = None
+            self._file: IO[bytes] | None = None
             self.size = len(self._data)
             self.label = "<bytes>"
         else:
@@ -404,12 +434,15 @@ class ContainerReader:
         """Reads and verifies one record; raises BitstreamError naming the tensor."""
         what = f"{self.label}: tensor {entry.name!r}"
         raw = self._read(entry.offset, entry.length)
-        magic, head_len = _RECORD_HEAD.unpack_from(raw, 0)
-        if magic != _RECORD_MAGIC or _RECORD_HEAD.size + head_len + 4 > len(raw):
+        cursor = _Cursor(raw[:-4], what)
+        magic = cursor.take_bytes(len(_RECORD_MAGIC))
+        head_len = cursor.uvarint()
+        start = cursor.pos
+        if magic != _RECORD_MAGIC or start + head_len + 4 > len(raw):
             msg = f"{what}: corrupt record header"
             raise BitstreamError(msg)
-        head = raw[_RECORD_HEAD.size : _RECORD_HEAD.size + head_len]
-        payload = raw[_RECORD_HEAD.size + head_len : -4]
+        head = raw[start : start + head_len]
+        payload = raw[start + head_len : -4]
         (crc,) = struct.unpack("<I", raw[-4:])
         if zlib.crc32(payload, zlib.crc32(head)) != crc:
             msg = f"{what}: checksum mismatch (file corrupt)"

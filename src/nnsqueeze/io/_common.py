@@ -154,7 +154,8 @@ def flatten_mapping(mapping: Mapping[Any, Any], prefix: str = "") -> dict[str, A
     return flat
 
 
-def _create_temp(path: Path) -> tuple[Path, IO[bytes]]:
+def create_temp(path: Path) -> tuple[Path, IO[bytes]]:
+    """Creates a new temp file beside `path` (mode 0o666 less the umask), for an atomic rename later."""
     for _ in range(100):
         temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
@@ -176,7 +177,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     On any exception the temporary file is removed and ``path`` is left untouched.
     """
     target = Path(path)
-    temp, handle = _create_temp(target)
+    temp, handle = create_temp(target)
     try:
         with handle:
             yield handle
