@@ -161,7 +161,7 @@ def _iter_tensors(path: Path, data_start: int, entries: list[_Entry]) -> Iterato
             size = entry.end - entry.begin
             raw = np.empty(size, dtype=np.uint8)
             file.seek(data_start + entry.begin)
-            if file.readinto(memoryview(raw)) != size:
+            if file.readinto(raw.data) != size:
                 raise _bad(path, f"tensor {entry.name!r} is truncated (file changed while reading?)")
             yield NamedTensor(
                 entry.name, raw.view(storage_dtype(entry.dtype)).reshape(entry.shape), entry.dtype
