@@ -81,6 +81,10 @@ struct ContextModel {
     }
 };
 
+// Estimated cost in bits of coding `bit` with `ctx` (for rate-distortion decisions):
+// -log2 of the coding probability, from a table over 2^12 probability cells.
+float bit_cost(const ContextModel& ctx, unsigned bit);
+
 class ArithEncoder {
 public:
     ArithEncoder(std::vector<uint8_t>& out, Adaptation rate) : out_(out), rate_(rate) {}

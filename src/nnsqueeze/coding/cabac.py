@@ -47,7 +47,7 @@ def adaptation_for_size(num_elements: int) -> Adaptation:
     return Adaptation(8, 12)
 
 
-def _rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
+def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
     """The 2-D view a tensor is coded in: rows = first dimension, columns = the rest."""
     if len(shape) == 0:
         return 1, 1
@@ -69,12 +69,12 @@ def encode_levels(
         msg = f"num_gtx must be in 0..{MAX_GTX}, got {num_gtx}"
         raise ConfigError(msg)
     rate = adaptation or adaptation_for_size(levels.size)
-    rows, cols = _rows_cols(levels.shape)
+    rows, cols = rows_cols(levels.shape)
     flat = np.ascontiguousarray(levels).reshape(-1)
     return _core.encode_levels(flat, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift)
 
 
-def _candidate_settings(count: int, num_gtx: int | None) -> list[tuple[int, Adaptation]]:
+def candidate_settings(count: int, num_gtx: int | None) -> list[tuple[int, Adaptation]]:
     """Coder settings worth trying for a tensor of ``count`` levels (trying is cheap when small)."""
     gtx_options = [num_gtx] if num_gtx is not None else [10, DEFAULT_GTX]
     if count < 1 << 16:
@@ -93,7 +93,7 @@ def encode_levels_best(levels: np.ndarray, *, num_gtx: int | None = None) -> tup
     Returns the payload and the settings the decoder needs.
     """
     best: tuple[bytes, int, Adaptation] | None = None
-    for gtx, rate in _candidate_settings(levels.size, num_gtx):
+    for gtx, rate in candidate_settings(levels.size, num_gtx):
         payload = encode_levels(levels, num_gtx=gtx, adaptation=rate)
         if best is None or len(payload) < len(best[0]):
             best = (payload, gtx, rate)
@@ -111,7 +111,7 @@ def decode_levels(
     """Decodes levels written by :func:`encode_levels` with the same shape and parameters."""
     count = _checked_count(payload, shape)
     rate = adaptation or adaptation_for_size(count)
-    rows, cols = _rows_cols(shape)
+    rows, cols = rows_cols(shape)
     out = np.empty(count, dtype=np.int32)
     data = np.frombuffer(payload, dtype=np.uint8)
     try:
@@ -134,7 +134,7 @@ def decode_dequantized(
     without an intermediate level array."""
     count = _checked_count(payload, shape)
     rate = adaptation or adaptation_for_size(count)
-    rows, cols = _rows_cols(shape)
+    rows, cols = rows_cols(shape)
     out = np.empty(count, dtype=np.float32)
     data = np.frombuffer(payload, dtype=np.uint8)
     try:

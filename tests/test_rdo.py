@@ -1,0 +1,99 @@
+"""Rate-distortion optimised quantization: objective, exactness at lambda = 0, decodability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnsqueeze
+from nnsqueeze.coding import Adaptation, decode_levels, encode_levels
+from nnsqueeze.errors import ConfigError, TensorError
+from nnsqueeze.quant import quantize
+from nnsqueeze.quant.rdo import rdo_encode
+
+STEP = 2.0**-7
+
+
+def _weights(seed: int, shape: tuple[int, int] = (96, 80)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    scale = rng.uniform(0.5, 2.0, (shape[0], 1)) * rng.uniform(0.5, 2.0, (1, shape[1]))
+    return (rng.laplace(0, 0.03, shape) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("lambda_", [0.05, 0.2, 0.6])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_rd_objective_never_worse_than_rounding(seed: int, lambda_: float, weighted: bool) -> None:
+    w = _weights(seed)
+    importance = (
+        np.random.default_rng(seed + 100).gamma(0.5, 2.0, w.shape).astype(np.float32) if weighted else None
+    )
+    rdo = rdo_encode(w, STEP, lambda_=lambda_, importance=importance)
+    rounded = rdo_encode(w, STEP, lambda_=0.0, importance=importance)
+    assert rdo.objective(lambda_) <= rounded.objective(lambda_)
+
+
+@pytest.mark.parametrize("rates", [(5, 9), (7, 11)])
+def test_lambda_zero_is_uniform_quantization(rates: tuple[int, int]) -> None:
+    w = _weights(7)
+    result = rdo_encode(w, STEP, lambda_=0.0, adaptation=Adaptation(*rates), num_gtx=10)
+    levels = quantize(w, STEP)
+    assert np.array_equal(result.levels, levels)
+    assert result.payload == encode_levels(levels, num_gtx=10, adaptation=Adaptation(*rates))
+
+
+def test_rdo_lowers_the_objective_on_structured_weights() -> None:
+    w = _weights(2, (256, 256))
+    rdo = rdo_encode(w, STEP, lambda_=0.5)
+    rounded = rdo_encode(w, STEP, lambda_=0.0)
+    assert rdo.objective(0.5) < 0.97 * rounded.objective(0.5)
+
+
+def test_rdo_payload_decodes_to_the_chosen_levels() -> None:
+    w = _weights(3)
+    result = rdo_encode(w, STEP, lambda_=0.3, num_gtx=24, adaptation=Adaptation(7, 11))
+    decoded = decode_levels(result.payload, w.shape, num_gtx=24, adaptation=Adaptation(7, 11))
+    assert np.array_equal(decoded, result.levels)
+    # RDOQ only ever rounds towards a neighbour level or to zero
+    exact = w / STEP
+    assert np.all((result.levels == 0) | (np.abs(result.levels - exact) < 1.0))
+
+
+def test_compress_with_rdo_and_fisher_round_trips() -> None:
+    w = {"layer.weight": _weights(5), "layer.bias": np.linspace(-1, 1, 96, dtype=np.float32)}
+    fisher = {"layer.weight": np.ones_like(w["layer.weight"])}
+    plain = nnsqueeze.compress(w, qp=-28)
+    rdo = nnsqueeze.compress(w, qp=-28, lambda_=0.3, fisher=fisher)
+    assert rdo.file_bytes < plain.file_bytes
+    restored = nnsqueeze.decompress(rdo.data or b"")
+    error = np.abs(restored["layer.weight"] - w["layer.weight"])
+    # each weight goes to a neighbouring level or to zero
+    assert np.all((error <= STEP) | (restored["layer.weight"] == 0))
+    assert np.abs(restored["layer.bias"] - w["layer.bias"]).max() <= STEP / 256
+
+
+def test_importance_concentrates_fidelity() -> None:
+    w = _weights(11)
+    importance = np.ones(w.shape, np.float32)
+    importance[:10] = 50.0  # the first rows matter much more
+    weighted = rdo_encode(w, STEP, lambda_=0.4, importance=importance)
+    plain = rdo_encode(w, STEP, lambda_=0.4)
+    err_w = ((weighted.levels * STEP - w)[:10] ** 2).sum()
+    err_p = ((plain.levels * STEP - w)[:10] ** 2).sum()
+    assert err_w < err_p
+
+
+def test_bad_rdo_input_is_rejected() -> None:
+    w = _weights(1)
+    with pytest.raises(ConfigError, match="importance has shape"):
+        rdo_encode(w, STEP, lambda_=0.1, importance=np.ones((3, 3), np.float32))
+    with pytest.raises(ConfigError, match="non-negative"):
+        rdo_encode(w, STEP, lambda_=0.1, importance=-np.ones(w.shape, np.float32))
+    with pytest.raises(ConfigError, match="lambda_"):
+        rdo_encode(w, STEP, lambda_=-1.0)
+    bad = w.copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(TensorError, match="element 163"):
+        rdo_encode(bad, STEP, lambda_=0.1, name="x")
+    with pytest.raises(ConfigError, match="rdo_lambda"):
+        nnsqueeze.CompressOptions(rdo_lambda=float("nan"))
