@@ -34,6 +34,7 @@ from nnsqueeze.errors import (
     UnsupportedVersionError,
 )
 from nnsqueeze.quant import qp_to_step
+from nnsqueeze.quant.fisher import fisher_diagonal
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "UnsupportedVersionError",
     "compress",
     "decompress",
+    "fisher_diagonal",
     "load_state_dict",
     "qp_to_step",
 ]
