@@ -7,6 +7,7 @@
 #include "nnsqueeze/arith.hpp"
 #include "nnsqueeze/byte_coder.hpp"
 #include "nnsqueeze/level_coder.hpp"
+#include "nnsqueeze/trellis.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -80,6 +81,18 @@ void bind_coding(nb::module_& m) {
         },
         "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a, "offset"_a,
         "step"_a, "out"_a.noconvert());
+
+    m.def(
+        "decode_dependent",
+        [](Bytes payload, std::size_t rows, std::size_t cols, int num_gtx, int fast_shift, int slow_shift,
+           double step, FloatsOut out) {
+            check_count(rows, cols, out.shape(0));
+            nb::gil_scoped_release release;
+            nnsqueeze::decode_dependent(payload.data(), payload.shape(0), rows, cols,
+                                        params(num_gtx, fast_shift, slow_shift), step, out.data());
+        },
+        "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a, "step"_a,
+        "out"_a.noconvert());
 
     m.def(
         "encode_bytes",

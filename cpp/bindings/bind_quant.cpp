@@ -7,6 +7,7 @@
 
 #include "nnsqueeze/quantize.hpp"
 #include "nnsqueeze/rdoq.hpp"
+#include "nnsqueeze/trellis.hpp"
 
 #include <tuple>
 #include <vector>
@@ -55,6 +56,30 @@ void bind_quant(nb::module_& m) {
             {
                 nb::gil_scoped_release release;
                 stats = nnsqueeze::encode_rdoq(w.data(), importance ? importance->data() : nullptr, rows, cols,
+                                               step, lambda, params, levels.data(), out);
+            }
+            return std::make_tuple(nb::bytes(reinterpret_cast<const char*>(out.data()), out.size()),
+                                   stats.distortion, stats.estimated_bits);
+        },
+        "w"_a.noconvert(), "importance"_a.noconvert().none(), "rows"_a, "cols"_a, "step"_a, "lambda_"_a,
+        "num_gtx"_a, "fast_shift"_a, "slow_shift"_a, "levels"_a.noconvert());
+
+    m.def(
+        "encode_trellis",
+        [](Floats w, std::optional<Floats> importance, std::size_t rows, std::size_t cols, double step,
+           double lambda, int num_gtx, int fast_shift, int slow_shift, LevelsOut levels) {
+            if (rows * cols != w.shape(0) || w.shape(0) != levels.shape(0))
+                throw std::invalid_argument("rows * cols must match the lengths of w and levels");
+            if (importance && importance->shape(0) != w.shape(0))
+                throw std::invalid_argument("importance must have one value per weight");
+            nnsqueeze::LevelCoderParams params;
+            params.num_gtx = num_gtx;
+            params.rate = nnsqueeze::Adaptation(fast_shift, slow_shift);
+            std::vector<uint8_t> out;
+            nnsqueeze::RdoqStats stats;
+            {
+                nb::gil_scoped_release release;
+                stats = nnsqueeze::encode_trellis(w.data(), importance ? importance->data() : nullptr, rows, cols,
                                                step, lambda, params, levels.data(), out);
             }
             return std::make_tuple(nb::bytes(reinterpret_cast<const char*>(out.data()), out.size()),

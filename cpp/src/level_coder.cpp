@@ -6,6 +6,7 @@
 
 #include "nnsqueeze/arith.hpp"
 #include "level_contexts.hpp"
+#include "nnsqueeze/trellis.hpp"
 
 namespace nnsqueeze {
 namespace {
@@ -52,7 +53,8 @@ void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols, co
     enc.finish();
 }
 
-// Decodes levels in scan order and hands each to `sink(index, level)`.
+// Decodes levels in scan order and hands each to `sink.consume(index, level)`; `sink.quantizer()`
+// names the quantizer of the next level (dependent quantization; 0 otherwise).
 template <class Sink>
 void decode_levels_to(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
                       const LevelCoderParams& params, Sink&& sink) {
@@ -65,6 +67,7 @@ void decode_levels_to(const uint8_t* data, std::size_t size, std::size_t rows, s
         ctx.start_row(r);
         for (std::size_t c = 0; c < cols; ++c) {
             ctx.select(c);
+            ctx.set_quantizer(sink.quantizer());
             int32_t q = 0;
             if (dec.decode(ctx.sig())) {
                 const bool negative = dec.decode(ctx.sign());
@@ -87,7 +90,7 @@ void decode_levels_to(const uint8_t* data, std::size_t size, std::size_t rows, s
                 }
                 q = static_cast<int32_t>(negative ? -mag : mag);
             }
-            sink(r * cols + c, q);
+            sink.consume(r * cols + c, q);
             ctx.update(c, q);
         }
     }
@@ -98,16 +101,50 @@ void decode_levels_to(const uint8_t* data, std::size_t size, std::size_t rows, s
     }
 }
 
+namespace {
+
+struct LevelSink {
+    int32_t* levels;
+    static int quantizer() { return 0; }
+    void consume(std::size_t i, int32_t q) const { levels[i] = q; }
+};
+
+struct UniformSink {
+    float* values;
+    int64_t offset;
+    double step;
+    static int quantizer() { return 0; }
+    void consume(std::size_t i, int32_t q) const {
+        values[i] = static_cast<float>(static_cast<double>(q + offset) * step);
+    }
+};
+
+struct DependentSink {
+    float* values;
+    double step;
+    int state = 0;
+    int quantizer() const { return state >> 1; }
+    void consume(std::size_t i, int32_t k) {
+        values[i] = static_cast<float>(static_cast<double>(dq_reconstruction(k, state)) * step);
+        state = kDqNextState[state][k & 1];
+    }
+};
+
+}  // namespace
+
 void decode_levels(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
                    const LevelCoderParams& params, int32_t* levels) {
-    decode_levels_to(data, size, rows, cols, params, [levels](std::size_t i, int32_t q) { levels[i] = q; });
+    decode_levels_to(data, size, rows, cols, params, LevelSink{levels});
 }
 
 void decode_dequantize(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
                        const LevelCoderParams& params, int64_t offset, double step, float* values) {
-    decode_levels_to(data, size, rows, cols, params, [=](std::size_t i, int32_t q) {
-        values[i] = static_cast<float>(static_cast<double>(q + offset) * step);
-    });
+    decode_levels_to(data, size, rows, cols, params, UniformSink{values, offset, step});
+}
+
+void decode_dependent(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
+                      const LevelCoderParams& params, double step, float* values) {
+    decode_levels_to(data, size, rows, cols, params, DependentSink{values, step});
 }
 
 }  // namespace nnsqueeze

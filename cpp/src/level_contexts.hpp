@@ -36,7 +36,7 @@ class LevelContexts {
 public:
     LevelContexts(std::size_t cols, int num_gtx)
         : num_gtx_(num_gtx),
-          sig_(kScaleClasses * 2),
+          sig_(kScaleClasses * 2 * 2),
           sign_(3),
           gtx_(static_cast<std::size_t>(kScaleClasses) * static_cast<std::size_t>(std::max(num_gtx, 1))),
           prefix_(kPrefixContexts),
@@ -61,7 +61,13 @@ public:
         cls_ = std::clamp(cls, 0, kScaleClasses - 1);
     }
 
-    ContextModel& sig() { return sig_[2 * cls_ + (prev_ != 0)]; }
+    // For rate estimates along hypothetical paths (trellis): the level before the next one.
+    void assume_previous(int32_t level) { prev_ = level; }
+
+    // Dependent quantization: which of the two quantizers codes the next level (0 otherwise).
+    void set_quantizer(int qid) { qid_ = qid; }
+
+    ContextModel& sig() { return sig_[2 * (qid_ * kScaleClasses + cls_) + (prev_ != 0)]; }
     ContextModel& sign() { return sign_[prev_ == 0 ? 0 : (prev_ < 0 ? 1 : 2)]; }
     ContextModel& gtx(int k) { return gtx_[cls_ * num_gtx_ + (k - 1)]; }
     ContextModel& prefix(int pos) { return prefix_[std::min(pos, kPrefixContexts - 1)]; }
@@ -91,7 +97,7 @@ private:
     uint64_t sum_ = 0, count_ = 0, in_row_ = 0;
     std::size_t row_ = 0;
     uint32_t mean_ = 0, row_mag_ = 0;
-    int log_mean_ = 0, col_shift_ = 0, cls_ = 0;
+    int log_mean_ = 0, col_shift_ = 0, cls_ = 0, qid_ = 0;
     int32_t prev_ = 0;
 };
 
@@ -119,18 +125,13 @@ inline void encode_level(ArithEncoder& enc, LevelContexts& ctx, int32_t q, int n
     enc.encode_bypass(static_cast<uint32_t>(rem), pos);
 }
 
-// Estimated bits of coding a level of magnitude `mag` (sign bin included when mag > 0) with
-// the current contexts; nothing is updated.
-inline float level_cost(LevelContexts& ctx, int64_t mag, bool negative, int num_gtx) {
-    if (mag == 0) return bit_cost(ctx.sig(), 0);
-    float bits = bit_cost(ctx.sig(), 1) + bit_cost(ctx.sign(), negative);
-    int k = 1;
-    for (; k <= num_gtx; ++k) {
-        if (mag > k) {
-            bits += bit_cost(ctx.gtx(k), 1);
-        } else {
-            return bits + bit_cost(ctx.gtx(k), 0);
-        }
+// Estimated bits of the magnitude part of a level (the "abs > k" flags and the remainder),
+// given that it is not zero.
+inline float magnitude_cost(LevelContexts& ctx, int64_t mag, int num_gtx) {
+    float bits = 0;
+    for (int k = 1; k <= num_gtx; ++k) {
+        if (mag <= k) return bits + bit_cost(ctx.gtx(k), 0);
+        bits += bit_cost(ctx.gtx(k), 1);
     }
     uint64_t rem = static_cast<uint64_t>(mag - num_gtx - 1);
     int pos = 0;
@@ -140,6 +141,13 @@ inline float level_cost(LevelContexts& ctx, int64_t mag, bool negative, int num_
         ++pos;
     }
     return bits + bit_cost(ctx.prefix(pos), 0) + static_cast<float>(pos);
+}
+
+// Estimated bits of coding a level of magnitude `mag` (sign bin included when mag > 0) with
+// the current contexts; nothing is updated.
+inline float level_cost(LevelContexts& ctx, int64_t mag, bool negative, int num_gtx) {
+    if (mag == 0) return bit_cost(ctx.sig(), 0);
+    return bit_cost(ctx.sig(), 1) + bit_cost(ctx.sign(), negative) + magnitude_cost(ctx, mag, num_gtx);
 }
 
 }  // namespace nnsqueeze::detail

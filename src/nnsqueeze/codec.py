@@ -35,7 +35,7 @@ from nnsqueeze.coding.container import (
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float32
 from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
-from nnsqueeze.quant.rdo import rdo_encode
+from nnsqueeze.quant.rdo import rdo_encode, trellis_encode
 from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, qp_to_step, quantize
 
 DEFAULT_QP = -28
@@ -65,6 +65,9 @@ class CompressOptions:
     rdo_lambda
         Rate-distortion optimised quantization of weights when > 0: the squared-step distortion
         one bit is worth (about 0.05-0.3 is useful); 0 rounds to the nearest level.
+    trellis
+        Dependent (trellis-coded) quantization of weights: two interleaved quantizers chosen by a
+        4-state machine, a Viterbi search with the rate term ``rdo_lambda``.
     """
 
     qp: int = DEFAULT_QP
@@ -75,6 +78,7 @@ class CompressOptions:
     num_gtx: int | None = None
     threads: int | None = None
     rdo_lambda: float = 0.0
+    trellis: bool = False
 
     def __post_init__(self) -> None:
         qp_to_step(self.qp)
@@ -186,11 +190,12 @@ def _code_levels(
 
 
 def _code_rdo(t: NamedTensor, step: float, opts: CompressOptions, importance: np.ndarray | None) -> _Coded:
-    """RDOQ with each candidate coder setting; keeps the smallest payload."""
+    """RDOQ or trellis quantization with each candidate coder setting; keeps the lowest objective."""
     values = to_float32(t.array, t.dtype)
-    best: tuple[bytes, int, cabac.Adaptation] | None = None
+    encode = trellis_encode if opts.trellis else rdo_encode
+    best: tuple[float, bytes, int, cabac.Adaptation] | None = None
     for gtx, rate in cabac.candidate_settings(values.size, opts.num_gtx):
-        result = rdo_encode(
+        result = encode(
             values,
             step,
             lambda_=opts.rdo_lambda,
@@ -199,10 +204,12 @@ def _code_rdo(t: NamedTensor, step: float, opts: CompressOptions, importance: np
             adaptation=rate,
             name=t.name,
         )
-        if best is None or len(result.payload) < len(best[0]):
-            best = (result.payload, gtx, rate)
+        objective = result.objective(opts.rdo_lambda)
+        if best is None or objective < best[0]:
+            best = (objective, result.payload, gtx, rate)
     assert best is not None
-    return _level_record(t, Method.UNIFORM, step, 0, best)
+    method = Method.DEPENDENT if opts.trellis else Method.UNIFORM
+    return _level_record(t, method, step, 0, best[1:])
 
 
 def _code_bytes(t: NamedTensor) -> _Coded:
@@ -221,7 +228,7 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
         vector = t.array.ndim < 2
         if opts.lossless or (vector and opts.lossless_1d):
             coded = _code_bytes(t)
-        elif not vector and (opts.rdo_lambda > 0 or importance is not None):
+        elif not vector and (opts.rdo_lambda > 0 or opts.trellis):
             coded = _code_rdo(t, opts.weight_step, opts, importance)
         else:
             step = opts.vector_step if vector else opts.weight_step
@@ -293,6 +300,7 @@ def compress(
     lossless: bool = False,
     threads: int | None = None,
     lambda_: float = 0.0,
+    trellis: bool = False,
     fisher: Mapping[str, Any] | None = None,
     options: CompressOptions | None = None,
     metadata: Mapping[str, str] | None = None,
@@ -310,7 +318,7 @@ def compress(
     ``progress`` is called after each tensor.
     """
     opts = options or CompressOptions(
-        qp=qp, step=step, lossless=lossless, threads=threads, rdo_lambda=lambda_
+        qp=qp, step=step, lossless=lossless, threads=threads, rdo_lambda=lambda_, trellis=trellis
     )
     importance = _importance_arrays(fisher)
     started = time.perf_counter()
@@ -367,14 +375,20 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
         p = header.levels
         assert p is not None
         rate = cabac.Adaptation(p.fast_shift, p.slow_shift)
-        if header.method == Method.UNIFORM:
+        if header.method in (Method.UNIFORM, Method.DEPENDENT):
             if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):
                 msg = "invalid quantization parameters"
                 raise BitstreamError(msg)
-            values = cabac.decode_dequantized(
-                payload, shape, p.step, offset=p.offset, num_gtx=p.num_gtx, adaptation=rate
-            )
+            if header.method == Method.UNIFORM:
+                values = cabac.decode_dequantized(
+                    payload, shape, p.step, offset=p.offset, num_gtx=p.num_gtx, adaptation=rate
+                )
+            else:
+                values = cabac.decode_dependent(payload, shape, p.step, num_gtx=p.num_gtx, adaptation=rate)
             return NamedTensor(header.name, from_float32(values, header.dtype), header.dtype)
+        if header.dtype in FLOAT_DTYPES:
+            msg = "integer coding of a float tensor"
+            raise BitstreamError(msg)
         levels = cabac.decode_levels(payload, shape, num_gtx=p.num_gtx, adaptation=rate)
     except (ConfigError, TensorError, BitstreamError) as exc:
         msg = f"{what}: {exc}"

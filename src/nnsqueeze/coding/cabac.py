@@ -146,6 +146,27 @@ def decode_dequantized(
     return out.reshape(shape)
 
 
+def decode_dependent(
+    payload: bytes,
+    shape: tuple[int, ...],
+    step: float,
+    *,
+    num_gtx: int = DEFAULT_GTX,
+    adaptation: Adaptation | None = None,
+) -> np.ndarray:
+    """Decodes symbols of dependent (trellis-coded) quantization and reconstructs float32 values."""
+    count = _checked_count(payload, shape)
+    rate = adaptation or adaptation_for_size(count)
+    rows, cols = rows_cols(shape)
+    out = np.empty(count, dtype=np.float32)
+    data = np.frombuffer(payload, dtype=np.uint8)
+    try:
+        _core.decode_dependent(data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, step, out)
+    except _core.CoreBitstreamError as exc:
+        raise BitstreamError(str(exc)) from None
+    return out.reshape(shape)
+
+
 def _checked_count(payload: bytes, shape: tuple[int, ...]) -> int:
     """Element count of ``shape``, refused if the payload cannot carry that many elements."""
     count = 1

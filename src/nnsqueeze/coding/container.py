@@ -45,8 +45,15 @@ class Method:
     UNIFORM = 1  # float tensor: value = (level + offset) * step
     INTEGER = 2  # integer/bool tensor: value = level + offset
     BYTES = 3  # any tensor: raw element bytes, coded losslessly
+    DEPENDENT = 4  # float tensor: trellis-coded symbols, value = recon(k, state) * step
 
-    NAMES: ClassVar[dict[int, str]] = {UNIFORM: "uniform", INTEGER: "integer", BYTES: "lossless"}
+    NAMES: ClassVar[dict[int, str]] = {
+        UNIFORM: "uniform",
+        INTEGER: "integer",
+        BYTES: "lossless",
+        DEPENDENT: "dependent",
+    }
+    LEVEL_METHODS = (UNIFORM, INTEGER, DEPENDENT)
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class RecordHeader:
     dtype: str
     shape: tuple[int, ...]
     method: int
-    levels: LevelParams | None  # for UNIFORM and INTEGER
+    levels: LevelParams | None  # for the level methods
     itemsize: int  # for BYTES
     payload_length: int
 
@@ -111,7 +118,7 @@ def encode_record_header(h: RecordHeader) -> bytes:
     parts = [uvarint(len(name)), name, struct.pack("<BB", dtype_code(h.dtype), len(h.shape))]
     parts += [uvarint(d) for d in h.shape]
     parts.append(struct.pack("<B", h.method))
-    if h.method in (Method.UNIFORM, Method.INTEGER):
+    if h.method in Method.LEVEL_METHODS:
         assert h.levels is not None
         p = h.levels
         parts += [
@@ -194,7 +201,7 @@ def decode_record_header(data: bytes, what: str) -> RecordHeader:
     method = cur.fixed("<B")
     levels = None
     itemsize = 0
-    if method in (Method.UNIFORM, Method.INTEGER):
+    if method in Method.LEVEL_METHODS:
         step = cur.float64()
         offset = cur.svarint()
         num_gtx, fast, slow = cur.fixed("<B"), cur.fixed("<B"), cur.fixed("<B")

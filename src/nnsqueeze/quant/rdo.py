@@ -52,18 +52,8 @@ def normalized_importance(importance: np.ndarray, shape: tuple[int, ...], name: 
     return np.ascontiguousarray(imp / mean if mean > 0 else np.ones_like(imp))
 
 
-def rdo_encode(
-    values: np.ndarray,
-    step: float,
-    *,
-    lambda_: float,
-    importance: np.ndarray | None = None,
-    num_gtx: int = 24,
-    adaptation: Adaptation | None = None,
-    name: str = "tensor",
-) -> RdoResult:
-    """Quantizes ``values`` with RDOQ and codes the levels; decodable by ``decode_levels``."""
-    step = check_step(step)
+def _checked_weights(values: np.ndarray, step: float, lambda_: float, name: str) -> np.ndarray:
+    """The weights as contiguous float32, refused if non-finite or beyond the level range."""
     if not (np.isfinite(lambda_) and lambda_ >= 0):
         msg = f"lambda_ must be finite and >= 0, got {lambda_}"
         raise ConfigError(msg)
@@ -78,6 +68,59 @@ def rdo_encode(
         if float(np.abs(flat).max()) / step > MAX_ABS_LEVEL:
             msg = f"{name}: values exceed {MAX_ABS_LEVEL} steps of {step:g}; use a larger step"
             raise TensorError(msg)
+    return w
+
+
+def trellis_encode(
+    values: np.ndarray,
+    step: float,
+    *,
+    lambda_: float,
+    importance: np.ndarray | None = None,
+    num_gtx: int = 24,
+    adaptation: Adaptation | None = None,
+    name: str = "tensor",
+) -> RdoResult:
+    """Dependent (trellis-coded) quantization with the rate term ``lambda_`` (see ``trellis.hpp``).
+
+    ``levels`` of the result are the coded symbols k; the reconstruction of each depends on the
+    quantizer state, so decode with ``nnsqueeze.coding.decode_dependent``.
+    """
+    step = check_step(step)
+    w = _checked_weights(values, step, lambda_, name)
+    imp = None if importance is None else normalized_importance(importance, w.shape, name).reshape(-1)
+    rate = adaptation or Adaptation(7, 11)
+    rows, cols = rows_cols(w.shape)
+    symbols = np.empty(w.size, dtype=np.int32)
+    payload, distortion, bits = _core.encode_trellis(
+        w.reshape(-1),
+        imp,
+        rows,
+        cols,
+        step,
+        float(lambda_),
+        num_gtx,
+        rate.fast_shift,
+        rate.slow_shift,
+        symbols,
+    )
+    return RdoResult(symbols.reshape(w.shape), payload, distortion, bits)
+
+
+def rdo_encode(
+    values: np.ndarray,
+    step: float,
+    *,
+    lambda_: float,
+    importance: np.ndarray | None = None,
+    num_gtx: int = 24,
+    adaptation: Adaptation | None = None,
+    name: str = "tensor",
+) -> RdoResult:
+    """Quantizes ``values`` with RDOQ and codes the levels; decodable by ``decode_levels``."""
+    step = check_step(step)
+    w = _checked_weights(values, step, lambda_, name)
+    flat = w.reshape(-1)
     imp = None if importance is None else normalized_importance(importance, w.shape, name).reshape(-1)
     rate = adaptation or Adaptation(7, 11)
     rows, cols = rows_cols(w.shape)
