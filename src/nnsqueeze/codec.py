@@ -33,7 +33,7 @@ from nnsqueeze.coding.container import (
     RecordHeader,
 )
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float32
-from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
+from nnsqueeze.errors import BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
 from nnsqueeze.quant.rdo import rdo_encode, trellis_encode
 from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, qp_to_step, quantize
@@ -235,30 +235,44 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
             levels = quantize(to_float32(t.array, t.dtype), step, name=t.name)
             coded = _code_levels(t, levels, Method.UNIFORM, step, opts)
     else:
-        values = t.array
-        if values.size and (values.dtype == np.bool_ or _fits_levels(values)):
-            levels = values.astype(np.int64)
-            offset = int(np.median(levels)) if values.size else 0
-            coded = _code_levels(t, (levels - offset).astype(np.int32), Method.INTEGER, 0.0, opts)
-            coded = _with_offset(coded, offset)
-        else:
+        centred = _centred_integers(t.array)
+        if centred is None:
             coded = _code_bytes(t)
+        else:
+            levels, offset = centred
+            coded = _level_record(
+                t, Method.INTEGER, 0.0, offset, cabac.encode_levels_best(levels, num_gtx=opts.num_gtx)
+            )
     coded.raw_bytes = t.array.nbytes
     return coded
 
 
-def _fits_levels(values: np.ndarray) -> bool:
+def _centred_integers(values: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """Integer values as int32 levels around the midpoint of their range, and that midpoint; None
+    if the range is too wide for the level coder.  Exact for every integer dtype: the
+    subtraction happens in the values' own dtype, where it cannot overflow because it lands in
+    [0, max - min]."""
+    if values.size == 0:
+        return None
+    if values.dtype == np.bool_:
+        values = values.view(np.uint8)
     lo, hi = int(values.min()), int(values.max())
-    return hi - lo <= MAX_ABS_LEVEL
+    if hi - lo > MAX_ABS_LEVEL:
+        return None
+    half = (hi - lo) // 2
+    shifted = (values - np.array(lo, dtype=values.dtype)).astype(np.int64)
+    return (shifted - half).astype(np.int32), lo + half
 
 
-def _with_offset(coded: _Coded, extra: int) -> _Coded:
-    assert coded.header.levels is not None
-    p = coded.header.levels
-    levels = LevelParams(p.num_gtx, p.fast_shift, p.slow_shift, p.offset + extra, p.step)
-    h = coded.header
-    coded.header = RecordHeader(h.name, h.dtype, h.shape, h.method, levels, h.itemsize, h.payload_length)
-    return coded
+def restore_integers(levels: np.ndarray, offset: int, dtype: np.dtype[np.generic]) -> np.ndarray:
+    """Inverse of :func:`_centred_integers`: modular arithmetic in ``dtype`` gives the exact value."""
+    work = np.dtype(np.uint8) if dtype == np.bool_ else dtype
+    info = np.iinfo(work)  # type: ignore[type-var]
+    if not info.min <= offset <= info.max:
+        msg = f"offset {offset} is outside the range of {dtype}"
+        raise BitstreamError(msg)
+    values = np.asarray(np.asarray(levels).astype(work) + np.array(offset, dtype=work))
+    return values.astype(dtype) if dtype == np.bool_ else values
 
 
 def _ordered_map(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int) -> Iterator[_Out]:
@@ -362,7 +376,10 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
     """Decodes one verified record to a tensor in its original dtype (bfloat16 as raw bits)."""
     shape = header.shape
     what = f"tensor {header.name!r}"
-    if header.num_elements > (1 << 40):
+    nonzero = 1
+    for d in shape:
+        nonzero *= max(d, 1)
+    if nonzero > (1 << 40) or any(d >= (1 << 48) for d in shape):
         msg = f"{what}: implausible shape {shape}"
         raise BitstreamError(msg)
     try:
@@ -374,6 +391,12 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
             return NamedTensor(header.name, array, header.dtype)
         p = header.levels
         assert p is not None
+        if not 0 <= p.num_gtx <= cabac.MAX_GTX:
+            msg = f"num_gtx {p.num_gtx} out of range"
+            raise BitstreamError(msg)
+        if header.method != Method.INTEGER and abs(p.offset) > cabac.MAX_ABS_LEVEL:
+            msg = f"level offset {p.offset} out of range"
+            raise BitstreamError(msg)
         rate = cabac.Adaptation(p.fast_shift, p.slow_shift)
         if header.method in (Method.UNIFORM, Method.DEPENDENT):
             if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):
@@ -390,11 +413,11 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
             msg = "integer coding of a float tensor"
             raise BitstreamError(msg)
         levels = cabac.decode_levels(payload, shape, num_gtx=p.num_gtx, adaptation=rate)
-    except (ConfigError, TensorError, BitstreamError) as exc:
+        values = restore_integers(levels, p.offset, storage_dtype(header.dtype))
+    except ValueError as exc:  # BitstreamError, ConfigError from bad parameters, the core's ValueError
         msg = f"{what}: {exc}"
         raise BitstreamError(msg) from None
-    wide = levels.astype(np.int64) + p.offset
-    return NamedTensor(header.name, wide.astype(storage_dtype(header.dtype)), header.dtype)
+    return NamedTensor(header.name, values.reshape(shape), header.dtype)
 
 
 class NnsqFile:

@@ -71,8 +71,12 @@ def to_float32(array: np.ndarray, name: str) -> np.ndarray:
 
 def from_float32(values: np.ndarray, name: str) -> np.ndarray:
     """Convert float32 values to the storage of float dtype ``name`` (bfloat16: round to nearest even)."""
+    values = np.asarray(values, dtype=np.float32)
     if name == "bfloat16":
-        bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+        bits = values.reshape(-1).view(np.uint32)
         rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
-        return ((bits + rounding) >> 16).astype(np.uint16)
+        return ((bits + rounding) >> 16).astype(np.uint16).reshape(values.shape)
+    if name == "float16":
+        # A reconstruction may land just past float16's range: keep the nearest finite value.
+        values = np.clip(values, -65504.0, 65504.0)
     return values.astype(storage_dtype(name))

@@ -371,6 +371,9 @@ class ContainerReader:
             except FileNotFoundError:
                 msg = f"{path}: no such file"
                 raise BitstreamError(msg) from None
+            except OSError as exc:
+                msg = f"{path}: cannot read: {exc.strerror or exc}"
+                raise BitstreamError(msg) from None
             self._data = None
             self.size = self._file.seek(0, os.SEEK_END)
             self.label = str(path)
@@ -409,7 +412,7 @@ class ContainerReader:
         if self.size < _PREAMBLE.size + _FOOTER.size:
             msg = f"{self.label}: too short to be an .nnsq file ({self.size} bytes)"
             raise BitstreamError(msg)
-        magic, major, minor, _flags = _PREAMBLE.unpack(self._read(0, _PREAMBLE.size))
+        magic, major, minor, flags = _PREAMBLE.unpack(self._read(0, _PREAMBLE.size))
         if magic != MAGIC:
             msg = f"{self.label}: not an .nnsq file (bad magic)"
             raise BitstreamError(msg)
@@ -419,6 +422,9 @@ class ContainerReader:
                 f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade nnsqueeze"
             )
             raise UnsupportedVersionError(msg)
+        if flags != 0:
+            msg = f"{self.label}: unknown flags {flags:#x} in the preamble (corrupt file?)"
+            raise BitstreamError(msg)
         index_offset, index_length, end = _FOOTER.unpack(self._read(self.size - _FOOTER.size, _FOOTER.size))
         if end != _FOOTER_MAGIC:
             msg = f"{self.label}: missing footer (file truncated or still being written)"
