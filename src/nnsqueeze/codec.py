@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -36,7 +37,8 @@ from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float
 from nnsqueeze.errors import BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
 from nnsqueeze.quant.rdo import rdo_encode, trellis_encode
-from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, qp_to_step, quantize
+from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, qp_to_step, quantize, step_to_qp
+from nnsqueeze.target import Trial
 
 DEFAULT_QP = -28
 _In = TypeVar("_In")
@@ -138,6 +140,8 @@ class CompressionReport:
     file_bytes: int
     raw_bytes: int
     seconds: float
+    weight_step: float = 0.0
+    search: tuple[Trial, ...] = ()
 
     @property
     def num_elements(self) -> int:
@@ -316,6 +320,10 @@ def compress(
     lambda_: float = 0.0,
     trellis: bool = False,
     fisher: Mapping[str, Any] | None = None,
+    target_size: int | str | None = None,
+    target_bits_per_param: float | None = None,
+    target_metric: Callable[[dict[str, np.ndarray]], float] | None = None,
+    min_metric: float | None = None,
     options: CompressOptions | None = None,
     metadata: Mapping[str, str] | None = None,
     progress: Callable[[TensorReport], None] | None = None,
@@ -330,10 +338,28 @@ def compress(
     importance arrays of the same shape (e.g. :func:`nnsqueeze.fisher_diagonal`) that weight its
     distortion.  ``options`` overrides ``qp``, ``step``, ``lossless``, ``threads`` and ``lambda_``.
     ``progress`` is called after each tensor.
+
+    Bit allocation: ``target_size`` (bytes, or a string like ``"5MB"``) or ``target_bits_per_param``
+    searches the finest step whose file fits (within 2 % below the target); ``target_metric`` with
+    ``min_metric`` searches the coarsest step whose decoded tensors keep
+    ``target_metric(decoded) >= min_metric`` (e.g. test accuracy of the model loaded with them).
+    The search re-encodes the source several times (``report.search`` lists the trials).
     """
     opts = options or CompressOptions(
         qp=qp, step=step, lossless=lossless, threads=threads, rdo_lambda=lambda_, trellis=trellis
     )
+    if target_size is not None or target_bits_per_param is not None or target_metric is not None:
+        return _compress_to_target(
+            source,
+            dest,
+            opts,
+            fisher,
+            metadata,
+            target_size,
+            target_bits_per_param,
+            target_metric,
+            min_metric,
+        )
     importance = _importance_arrays(fisher)
     started = time.perf_counter()
     checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source)
@@ -369,7 +395,69 @@ def compress(
         size,
         raw,
         time.perf_counter() - started,
+        opts.weight_step,
     )
+
+
+def _compress_to_target(
+    source: Source,
+    dest: str | os.PathLike[str] | None,
+    opts: CompressOptions,
+    fisher: Mapping[str, Any] | None,
+    metadata: Mapping[str, str] | None,
+    target_size: int | str | None,
+    target_bits_per_param: float | None,
+    target_metric: Callable[[dict[str, np.ndarray]], float] | None,
+    min_metric: float | None,
+) -> CompressionReport:
+    from nnsqueeze.target import parse_size, search_metric, search_size
+
+    if isinstance(source, Checkpoint):
+        msg = "a target search re-reads the source: pass a path, mapping or module, not an opened Checkpoint"
+        raise ConfigError(msg)
+    given = [target_size is not None, target_bits_per_param is not None, target_metric is not None]
+    if sum(given) != 1:
+        msg = "give exactly one of target_size, target_bits_per_param, target_metric"
+        raise ConfigError(msg)
+    if target_metric is not None and min_metric is None:
+        msg = "target_metric needs min_metric (the lowest acceptable value)"
+        raise ConfigError(msg)
+    start_qp = step_to_qp(opts.weight_step)
+
+    def encode(qp: float) -> CompressionReport:
+        trial = dataclasses.replace(opts, qp=round(qp), step=2.0 ** (qp / 4))
+        return compress(source, None, options=trial, fisher=fisher, metadata=metadata)
+
+    if target_metric is not None:
+        assert min_metric is not None
+
+        def evaluate(qp: float) -> float:
+            report = encode(qp)
+            assert report.data is not None
+            return float(target_metric(decompress(report.data, threads=opts.threads)))
+
+        qp, trials = search_metric(evaluate, min_metric, start_qp=start_qp)
+    else:
+        first = encode(start_qp)
+        if target_size is not None:
+            target = parse_size(target_size)
+        else:
+            assert target_bits_per_param is not None
+            if not (math.isfinite(target_bits_per_param) and target_bits_per_param > 0):
+                msg = f"target_bits_per_param must be positive, got {target_bits_per_param}"
+                raise ConfigError(msg)
+            target = max(1, int(target_bits_per_param * first.num_elements / 8))
+        sizes = {start_qp: first.file_bytes}
+
+        def size_of(qp: float) -> int:
+            if qp not in sizes:
+                sizes[qp] = encode(qp).file_bytes
+            return sizes[qp]
+
+        qp, trials = search_size(size_of, target, start_qp=start_qp, num_elements=first.num_elements)
+    final = dataclasses.replace(opts, qp=round(qp), step=2.0 ** (qp / 4))
+    report = compress(source, dest, options=final, fisher=fisher, metadata=metadata)
+    return dataclasses.replace(report, search=tuple(trials))
 
 
 def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
