@@ -72,5 +72,5 @@ def test_bad_targets() -> None:
         nnsqueeze.compress(_model(), target_metric=lambda d: 1.0)
     with pytest.raises(ConfigError, match="positive"):
         nnsqueeze.compress(_model(), target_bits_per_param=-1.0)
-    with pytest.raises(ConfigError, match="coarsest step .* gives .* bytes > 100"):
+    with pytest.raises(ConfigError, match=r"coarsest step .* gives .* bytes > 100"):
         nnsqueeze.compress(_model(), target_size=100)
