@@ -230,3 +230,18 @@ def test_python_m_help() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("compress", "decompress", "info"):
         assert command in result.stdout
+
+
+def test_compress_with_rdo_trellis_and_target_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    src = tmp_path / "m.npz"
+    np.savez(src, w=rng.normal(0, 0.05, (256, 256)).astype(np.float32), b=np.zeros(256, np.float32))
+    out = tmp_path / "m.nnsq"
+    assert main(["compress", str(src), "-o", str(out), "--rdo", "--trellis", "--target-size", "30kB"]) == 0
+    assert 0.98 * 30_000 <= out.stat().st_size <= 30_000
+    assert main(["info", str(out)]) == 0
+    assert "dependent" in capsys.readouterr().out
+    assert main(["compress", str(src), "-o", str(out), "--target-bpp", "2.5"]) == 0
+    assert out.stat().st_size * 8 / (256 * 256 + 256) <= 2.5

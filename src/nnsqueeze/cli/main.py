@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nnsqueeze.cli.progress import Progress
-from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, TensorReport, compress
+from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, compress
+from nnsqueeze.coding.container import Method
 from nnsqueeze.errors import NnsqueezeError
 from nnsqueeze.io import NamedTensor
 
@@ -35,28 +36,40 @@ def _human(n: float) -> str:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    from nnsqueeze.io import open_checkpoint
+
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".nnsq")
     opts = CompressOptions(
-        qp=args.qp, step=args.step, lossless=args.lossless, threads=args.threads, lossless_1d=args.lossless_1d
+        qp=args.qp,
+        step=args.step,
+        lossless=args.lossless,
+        threads=args.threads,
+        lossless_1d=args.lossless_1d,
+        rdo_lambda=args.rdo,
+        trellis=args.trellis,
     )
-    bar: Progress | None = None
-
-    def on_tensor(t: TensorReport) -> None:
-        if bar is not None:
-            bar.step(t.name)
-
-    from nnsqueeze.io import open_checkpoint
-
-    checkpoint = open_checkpoint(src)
-    bar = Progress(checkpoint.num_tensors, "compress")
-    report = compress(checkpoint, out, options=opts, progress=on_tensor)
-    bar.close()
+    if args.target_size is not None or args.target_bpp is not None:
+        print(
+            f"searching the step for {'a size of ' + args.target_size if args.target_size else ''}"
+            f"{f'{args.target_bpp} bits/param' if args.target_bpp else ''}...",
+            file=sys.stderr,
+        )
+        report = compress(
+            src, out, options=opts, target_size=args.target_size, target_bits_per_param=args.target_bpp
+        )
+        for trial in report.search:
+            print(f"  qp {trial.qp:7.2f}: {_human(trial.file_bytes)}", file=sys.stderr)
+    else:
+        checkpoint = open_checkpoint(src)
+        bar = Progress(checkpoint.num_tensors, "compress")
+        report = compress(checkpoint, out, options=opts, progress=lambda t: bar.step(t.name))
+        bar.close()
     mb = report.raw_bytes / 1e6
     print(
         f"{src} -> {out}: {_human(report.raw_bytes)} -> {_human(report.file_bytes)} "
         f"(ratio {report.ratio:.2f}, {report.bits_per_element:.3f} bits/param, "
-        f"{len(report.tensors)} tensors, "
+        f"{len(report.tensors)} tensors, step {report.weight_step:.4g}, "
         f"{report.seconds:.2f} s, {mb / max(report.seconds, 1e-9):.1f} MB/s)"
     )
     return 0
@@ -93,7 +106,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             total_elems += n
             total_bytes += size
             step = f"{h.levels.step:.4g}" if h.levels is not None and h.levels.step > 0 else "-"
-            method = {1: "uniform", 2: "integer", 3: "lossless"}.get(h.method, "?")
+            method = Method.NAMES.get(h.method, "?")
             rows.append(
                 (
                     name,
@@ -153,6 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lossless", action="store_true", help="store all float tensors bit-exactly")
     c.add_argument("--lossless-1d", action="store_true", help="store 1-D tensors (biases, norms) bit-exactly")
     c.add_argument("--threads", type=int, help="tensors coded in parallel (default: all cores)")
+    c.add_argument(
+        "--rdo",
+        type=float,
+        nargs="?",
+        const=0.1,
+        default=0.0,
+        metavar="LAMBDA",
+        help="rate-distortion optimised quantization; LAMBDA = squared-step distortion per bit (default 0.1)",
+    )
+    c.add_argument("--trellis", action="store_true", help="dependent (trellis-coded) quantization")
+    target = c.add_mutually_exclusive_group()
+    target.add_argument("--target-size", metavar="SIZE", help="search the step for this file size (e.g. 5MB)")
+    target.add_argument(
+        "--target-bpp", type=_positive_float, metavar="BITS", help="search the step for bits/param"
+    )
     c.set_defaults(run=cmd_compress)
 
     d = sub.add_parser("decompress", help="decompress .nnsq to .safetensors, .pt, .npz or .onnx")
