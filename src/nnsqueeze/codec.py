@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -280,20 +281,21 @@ def restore_integers(levels: np.ndarray, offset: int, dtype: np.dtype[np.generic
 
 
 def _ordered_map(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int) -> Iterator[_Out]:
-    """``map`` over a thread pool that keeps order and at most ``workers + 1`` items in flight.
+    """``map`` over a thread pool that keeps order, with at most ``workers`` items in flight (plus
+    the one the consumer holds), so memory stays near ``workers + 1`` tensors.
 
     The coders release the GIL, so threads give real parallelism."""
     if workers == 1:
         yield from map(fn, items)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: list[Future[_Out]] = []
+        pending: deque[Future[_Out]] = deque()
         for item in items:
+            if len(pending) == workers:
+                yield pending.popleft().result()
             pending.append(pool.submit(fn, item))
-            if len(pending) > workers:
-                yield pending.pop(0).result()
-        for fut in pending:
-            yield fut.result()
+        while pending:
+            yield pending.popleft().result()
 
 
 Source = str | os.PathLike[str] | Mapping[str, Any] | Any
