@@ -7,10 +7,15 @@
 
 namespace nnsqueeze {
 
+void check_rdo_arguments(double step, double lambda, const LevelCoderParams& params) {
+    check_adaptation(params.rate);
+    if (params.num_gtx < 0 || params.num_gtx > kMaxGtx) throw std::invalid_argument("num_gtx out of range");
+    if (!(step > 0) || !(lambda >= 0)) throw std::invalid_argument("step must be > 0 and lambda >= 0");
+}
+
 RdoqStats encode_rdoq(const float* w, const float* importance, std::size_t rows, std::size_t cols, double step,
                       double lambda, const LevelCoderParams& params, int32_t* levels, std::vector<uint8_t>& out) {
-    check_adaptation(params.rate);
-    if (!(step > 0) || !(lambda >= 0)) throw std::invalid_argument("step must be > 0 and lambda >= 0");
+    check_rdo_arguments(step, lambda, params);
     ArithEncoder enc(out, params.rate);
     detail::LevelContexts ctx(rows == 0 ? 0 : cols, params.num_gtx);
     const int n = params.num_gtx;

@@ -11,8 +11,7 @@ namespace nnsqueeze {
 
 RdoqStats encode_trellis(const float* w, const float* importance, std::size_t rows, std::size_t cols, double step,
                          double lambda, const LevelCoderParams& params, int32_t* symbols, std::vector<uint8_t>& out) {
-    check_adaptation(params.rate);
-    if (!(step > 0) || !(lambda >= 0)) throw std::invalid_argument("step must be > 0 and lambda >= 0");
+    check_rdo_arguments(step, lambda, params);
     ArithEncoder enc(out, params.rate);
     detail::LevelContexts ctx(rows == 0 ? 0 : cols, params.num_gtx);
     const int n = params.num_gtx;

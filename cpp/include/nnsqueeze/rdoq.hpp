@@ -21,6 +21,9 @@ struct RdoqStats {
     double estimated_bits = 0;
 };
 
+// Throws std::invalid_argument unless step > 0, lambda >= 0 and the coder parameters are valid.
+void check_rdo_arguments(double step, double lambda, const LevelCoderParams& params);
+
 // `importance` may be null (all ones).  Inputs must be finite and |w / step| <= kMaxAbsLevel
 // (checked by the caller).  Writes the chosen levels to `levels` and the payload to `out`.
 RdoqStats encode_rdoq(const float* w, const float* importance, std::size_t rows, std::size_t cols, double step,

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +102,28 @@ def encode_levels_best(levels: np.ndarray, *, num_gtx: int | None = None) -> tup
     return best
 
 
+def _decode(
+    core_decode: Callable[..., None],
+    payload: bytes,
+    shape: tuple[int, ...],
+    dtype: type[np.generic],
+    num_gtx: int,
+    adaptation: Adaptation | None,
+    *reconstruction: float,
+) -> np.ndarray:
+    """Runs one of the core's level decoders into a fresh array of ``shape``."""
+    count = _checked_count(payload, shape)
+    rate = adaptation or adaptation_for_size(count)
+    rows, cols = rows_cols(shape)
+    out = np.empty(count, dtype=dtype)
+    data = np.frombuffer(payload, dtype=np.uint8)
+    try:
+        core_decode(data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, *reconstruction, out)
+    except _core.CoreBitstreamError as exc:
+        raise BitstreamError(str(exc)) from None
+    return out.reshape(shape)
+
+
 def decode_levels(
     payload: bytes,
     shape: tuple[int, ...],
@@ -109,16 +132,7 @@ def decode_levels(
     adaptation: Adaptation | None = None,
 ) -> np.ndarray:
     """Decodes levels written by :func:`encode_levels` with the same shape and parameters."""
-    count = _checked_count(payload, shape)
-    rate = adaptation or adaptation_for_size(count)
-    rows, cols = rows_cols(shape)
-    out = np.empty(count, dtype=np.int32)
-    data = np.frombuffer(payload, dtype=np.uint8)
-    try:
-        _core.decode_levels(data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, out)
-    except _core.CoreBitstreamError as exc:
-        raise BitstreamError(str(exc)) from None
-    return out.reshape(shape)
+    return _decode(_core.decode_levels, payload, shape, np.int32, num_gtx, adaptation)
 
 
 def decode_dequantized(
@@ -132,18 +146,7 @@ def decode_dequantized(
 ) -> np.ndarray:
     """:func:`decode_levels` fused with reconstruction: float32 ``(level + offset) * step``,
     without an intermediate level array."""
-    count = _checked_count(payload, shape)
-    rate = adaptation or adaptation_for_size(count)
-    rows, cols = rows_cols(shape)
-    out = np.empty(count, dtype=np.float32)
-    data = np.frombuffer(payload, dtype=np.uint8)
-    try:
-        _core.decode_dequantize(
-            data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, offset, step, out
-        )
-    except _core.CoreBitstreamError as exc:
-        raise BitstreamError(str(exc)) from None
-    return out.reshape(shape)
+    return _decode(_core.decode_dequantize, payload, shape, np.float32, num_gtx, adaptation, offset, step)
 
 
 def decode_dependent(
@@ -155,16 +158,7 @@ def decode_dependent(
     adaptation: Adaptation | None = None,
 ) -> np.ndarray:
     """Decodes symbols of dependent (trellis-coded) quantization and reconstructs float32 values."""
-    count = _checked_count(payload, shape)
-    rate = adaptation or adaptation_for_size(count)
-    rows, cols = rows_cols(shape)
-    out = np.empty(count, dtype=np.float32)
-    data = np.frombuffer(payload, dtype=np.uint8)
-    try:
-        _core.decode_dependent(data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, step, out)
-    except _core.CoreBitstreamError as exc:
-        raise BitstreamError(str(exc)) from None
-    return out.reshape(shape)
+    return _decode(_core.decode_dependent, payload, shape, np.float32, num_gtx, adaptation, step)
 
 
 def _checked_count(payload: bytes, shape: tuple[int, ...]) -> int:

@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,25 +87,7 @@ def trellis_encode(
     ``levels`` of the result are the coded symbols k; the reconstruction of each depends on the
     quantizer state, so decode with ``nnsqueeze.coding.decode_dependent``.
     """
-    step = check_step(step)
-    w = _checked_weights(values, step, lambda_, name)
-    imp = None if importance is None else normalized_importance(importance, w.shape, name).reshape(-1)
-    rate = adaptation or Adaptation(7, 11)
-    rows, cols = rows_cols(w.shape)
-    symbols = np.empty(w.size, dtype=np.int32)
-    payload, distortion, bits = _core.encode_trellis(
-        w.reshape(-1),
-        imp,
-        rows,
-        cols,
-        step,
-        float(lambda_),
-        num_gtx,
-        rate.fast_shift,
-        rate.slow_shift,
-        symbols,
-    )
-    return RdoResult(symbols.reshape(w.shape), payload, distortion, bits)
+    return _run(_core.encode_trellis, values, step, lambda_, importance, num_gtx, adaptation, name)
 
 
 def rdo_encode(
@@ -118,24 +101,42 @@ def rdo_encode(
     name: str = "tensor",
 ) -> RdoResult:
     """Quantizes ``values`` with RDOQ and codes the levels; decodable by ``decode_levels``."""
-    step = check_step(step)
-    w = _checked_weights(values, step, lambda_, name)
-    flat = w.reshape(-1)
-    imp = None if importance is None else normalized_importance(importance, w.shape, name).reshape(-1)
-    rate = adaptation or Adaptation(7, 11)
-    rows, cols = rows_cols(w.shape)
-
-    def run(lam: float) -> RdoResult:
-        levels = np.empty(flat.size, dtype=np.int32)
-        payload, distortion, bits = _core.encode_rdoq(
-            flat, imp, rows, cols, step, lam, num_gtx, rate.fast_shift, rate.slow_shift, levels
-        )
-        return RdoResult(levels.reshape(w.shape), payload, distortion, bits)
-
-    rounded = run(0.0)
+    rounded = _run(_core.encode_rdoq, values, step, 0.0, importance, num_gtx, adaptation, name)
     if lambda_ == 0:
         return rounded
     # The greedy choices see only the current contexts, and the contexts adapt to the choices,
     # so on some tensors plain rounding ends up cheaper: keep whichever has the lower objective.
-    optimised = run(float(lambda_))
+    optimised = _run(_core.encode_rdoq, values, step, lambda_, importance, num_gtx, adaptation, name)
     return min((optimised, rounded), key=lambda r: r.objective(lambda_))
+
+
+def _run(
+    core_encode: Callable[..., tuple[bytes, float, float]],
+    values: np.ndarray,
+    step: float,
+    lambda_: float,
+    importance: np.ndarray | None,
+    num_gtx: int,
+    adaptation: Adaptation | None,
+    name: str,
+) -> RdoResult:
+    """Checks the inputs and runs one of the core's fused quantize-and-code loops."""
+    step = check_step(step)
+    w = _checked_weights(values, step, lambda_, name)
+    imp = None if importance is None else normalized_importance(importance, w.shape, name).reshape(-1)
+    rate = adaptation or Adaptation(7, 11)
+    rows, cols = rows_cols(w.shape)
+    levels = np.empty(w.size, dtype=np.int32)
+    payload, distortion, bits = core_encode(
+        w.reshape(-1),
+        imp,
+        rows,
+        cols,
+        step,
+        float(lambda_),
+        num_gtx,
+        rate.fast_shift,
+        rate.slow_shift,
+        levels,
+    )
+    return RdoResult(levels.reshape(w.shape), payload, distortion, bits)
