@@ -498,3 +498,11 @@ def test_golden_files_reencode_byte_exact(golden: tuple[ModuleType, dict[str, di
                 "FORMAT_VERSION in src/nnsqueeze/coding/container.py (and docs/format.md) and add new golden "
                 "files with `python tests/golden/make_golden.py`; do not regenerate the old ones."
             )
+
+
+@pytest.mark.parametrize("shape", [(2**40, 0), (2**39, 0, 5)])
+def test_many_empty_rows_decode_at_once(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    """Found by the long fuzz run: a tensor of 2**40 empty rows made the decoder loop over the rows."""
+    payload = encode_levels(np.zeros(0, np.int32))
+    result = _outcome(_written(tmp_path, _uniform(shape, payload), payload))
+    assert result == "ok" or result.startswith("BitstreamError"), result

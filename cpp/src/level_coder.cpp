@@ -34,6 +34,8 @@ void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols, co
     ArithEncoder enc(out, params.rate);
     LevelContexts ctx(rows == 0 ? 0 : cols, params.num_gtx);  // no column state for empty tensors
     const int n = params.num_gtx;
+    // An empty tensor has nothing to scan, however many (empty) rows it claims.
+    if (cols == 0) rows = 0;
     for (std::size_t r = 0; r < rows; ++r) {
         ctx.start_row(r);
         const int32_t* row = levels + r * cols;
@@ -62,6 +64,8 @@ void decode_levels_to(const uint8_t* data, std::size_t size, std::size_t rows, s
     ArithDecoder dec(data, size, params.rate);
     LevelContexts ctx(rows == 0 ? 0 : cols, params.num_gtx);  // no column state for empty tensors
     const int n = params.num_gtx;
+    // An empty tensor has nothing to scan, however many (empty) rows it claims.
+    if (cols == 0) rows = 0;
     for (std::size_t r = 0; r < rows; ++r) {
         if (dec.overrun()) throw BitstreamError("payload ends early (truncated level stream)");
         ctx.start_row(r);

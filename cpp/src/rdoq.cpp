@@ -21,6 +21,8 @@ RdoqStats encode_rdoq(const float* w, const float* importance, std::size_t rows,
     const int n = params.num_gtx;
     const double inv = 1.0 / step;
     RdoqStats stats;
+    // An empty tensor has nothing to scan, however many (empty) rows it claims.
+    if (cols == 0) rows = 0;
     for (std::size_t r = 0; r < rows; ++r) {
         ctx.start_row(r);
         for (std::size_t c = 0; c < cols; ++c) {

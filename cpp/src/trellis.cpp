@@ -22,6 +22,8 @@ RdoqStats encode_trellis(const float* w, const float* importance, std::size_t ro
     std::vector<uint8_t> from(cols * kDqStates);
     RdoqStats stats;
     int start_state = 0;
+    // An empty tensor has nothing to scan, however many (empty) rows it claims.
+    if (cols == 0) rows = 0;
     for (std::size_t r = 0; r < rows; ++r) {
         ctx.start_row(r);
         const std::size_t base = r * cols;
