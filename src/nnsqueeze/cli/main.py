@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from nnsqueeze.cli.explain import add_explain_parser
 from nnsqueeze.cli.progress import Progress
 from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, compress
 from nnsqueeze.coding.container import Method
@@ -198,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--minilm", choices=("auto", "yes", "no"), default="auto")
     m.add_argument("--out-dir", help="write the compressed models here")
     m.set_defaults(run=cmd_demo)
+
+    add_explain_parser(sub)
     return p
 
 
