@@ -1,0 +1,104 @@
+"""The ``squeeze`` subcommand: prune → fine-tune → quantize → code a model within an accuracy budget.
+
+``nnsqueeze squeeze mlp --data digits --max-accuracy-drop 0.5`` trains the named architecture first;
+``nnsqueeze squeeze weights.pt --arch lenet5 --data digits`` starts from saved weights (``.pt``,
+``.pth``, ``.safetensors``, ``.npz`` or ``.nnsq``).  The budget is checked on a validation split cut
+from the training data; the test accuracy of every stage is printed beside it.  torch is imported
+only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+ARCH_NAMES = ("mlp", "lenet5", "digits_cnn", "mnist1d_cnn")
+
+
+def cmd_squeeze(args: argparse.Namespace) -> int:
+    import torch
+
+    from nnsqueeze.demo._util import torch_threads
+    from nnsqueeze.errors import ConfigError
+    from nnsqueeze.train import SqueezeConfig, fit, squeeze
+    from nnsqueeze.train.models import DATASET_OF, Split, accuracy, build
+
+    data = args.data
+    if args.model in ARCH_NAMES:
+        arch = args.model
+    elif args.arch is not None:
+        arch = args.arch
+    else:
+        msg = f"MODEL is a weights file: name its architecture with --arch ({', '.join(ARCH_NAMES)})"
+        raise ConfigError(msg)
+    if DATASET_OF[arch] != data:
+        msg = f"architecture {arch!r} is for --data {DATASET_OF[arch]}, not {data}"
+        raise ConfigError(msg)
+    out = Path(args.output) if args.output else Path(f"{Path(args.model).stem}.squeezed.nnsq")
+    with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        split = Split(data, seed=args.seed)
+        model = build(arch)
+        if args.model in ARCH_NAMES:
+            print(f"training {arch} on {data} for {args.epochs} epochs...", file=sys.stderr)
+            fit(model, split.loader(seed=args.seed), epochs=args.epochs, lr=2e-3)
+        else:
+            model.load_state_dict(_load_weights(Path(args.model)))
+        config = SqueezeConfig(
+            structure=args.structure, quantizer=args.quantizer, prune_epochs=args.prune_epochs
+        )
+        result = squeeze(
+            model,
+            split.loader(seed=args.seed),
+            lambda m: accuracy(m, split.x_val, split.y_val),
+            args.max_accuracy_drop,
+            out,
+            config=config,
+            log=lambda line: print(f"  {line}", file=sys.stderr),
+        )
+        print(result)
+        tests = ", ".join(
+            f"{s.name} {accuracy(s.model, split.x_test, split.y_test):.4f}" for s in result.stages
+        )
+        print(f"test accuracy: {tests}")
+        print(f"wrote {out} ({result.file_bytes} bytes)")
+    return 0 if result.within_budget else 1
+
+
+def _load_weights(path: Path) -> dict[str, Any]:
+    if path.suffix == ".nnsq":
+        from nnsqueeze.codec import load_state_dict
+
+        return load_state_dict(path)
+    import torch
+
+    from nnsqueeze.io import open_checkpoint
+
+    checkpoint = open_checkpoint(path)
+    return {t.name: torch.from_numpy(t.array.copy()) for t in checkpoint.tensors}
+
+
+def add_squeeze_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Adds ``squeeze`` to the ``nnsqueeze`` subcommands (``subparsers`` from ``add_subparsers``)."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "squeeze",
+        help="prune, fine-tune, quantize and code a model within an accuracy budget",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("model", help=f"an architecture to train ({', '.join(ARCH_NAMES)}) or a weights file")
+    p.add_argument("--data", choices=("digits", "mnist1d"), default="digits")
+    p.add_argument("--arch", choices=ARCH_NAMES, help="architecture of a weights file")
+    p.add_argument(
+        "--max-accuracy-drop", type=float, default=0.5, help="percentage points below the float model"
+    )
+    p.add_argument("-o", "--output", help="output .nnsq (default: MODEL.squeezed.nnsq)")
+    p.add_argument("--structure", choices=("unstructured", "channel"), default="unstructured")
+    p.add_argument("--quantizer", choices=("grid", "kmeans"), default="grid")
+    p.add_argument("--prune-epochs", type=int, default=8, help="fine-tuning epochs after each pruning level")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs when MODEL names an architecture")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(run=cmd_squeeze)
+    return p
