@@ -9,7 +9,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nnsqueeze.cli.explain import add_explain_parser
+from nnsqueeze.cli.fl_sim import add_fl_sim_parser
 from nnsqueeze.cli.progress import Progress
+from nnsqueeze.cli.squeeze import add_squeeze_parser
 from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, compress
 from nnsqueeze.coding.container import Method
 from nnsqueeze.errors import NnsqueezeError
@@ -201,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(run=cmd_demo)
 
     add_explain_parser(sub)
+    add_fl_sim_parser(sub)
+    add_squeeze_parser(sub)
     return p
 
 

@@ -1,0 +1,42 @@
+"""Communication-efficient federated and distributed training.
+
+Compressors that produce real bytes (:mod:`.compressors`), optimal Golomb position coding
+(:mod:`.golomb`), error feedback and DGC (:mod:`.error_feedback`), client partitions
+(:mod:`.partition`) and an in-process FedAvg simulator (:mod:`.simulation`).  The torch.distributed
+hooks live in :mod:`.ddp_hooks` (import it explicitly).
+"""
+
+from nnsqueeze.fl.compressors import (
+    CabacQuantized,
+    Compressor,
+    Identity,
+    SparseBinary,
+    SparseTernary,
+    TopK,
+    make_compressor,
+)
+from nnsqueeze.fl.error_feedback import DeepGradientCompression, ErrorFeedback
+from nnsqueeze.fl.golomb import decode_positions, encode_positions, expected_bits_per_position
+from nnsqueeze.fl.partition import dirichlet_partition, iid_partition
+from nnsqueeze.fl.simulation import SimulationConfig, SimulationResult, plot_results, run_simulation
+
+__all__ = [
+    "CabacQuantized",
+    "Compressor",
+    "DeepGradientCompression",
+    "ErrorFeedback",
+    "Identity",
+    "SimulationConfig",
+    "SimulationResult",
+    "SparseBinary",
+    "SparseTernary",
+    "TopK",
+    "decode_positions",
+    "dirichlet_partition",
+    "encode_positions",
+    "expected_bits_per_position",
+    "iid_partition",
+    "make_compressor",
+    "plot_results",
+    "run_simulation",
+]

@@ -1,0 +1,344 @@
+"""An in-process federated learning simulator: N clients, FedAvg, compressed updates as real bytes.
+
+Each round a seeded fraction of the clients downloads the global model, trains ``local_epochs`` of SGD
+on its shard (communication delay), and uploads ``W_local - W_global`` through its compressor (with
+its own residual when error feedback is on).  The server decodes every message, excludes dropped,
+malformed or non-finite updates with a logged reason, and adds the sample-weighted mean of the rest.
+The server's broadcast can be compressed too (``downstream``, with a server residual, as in STC).
+Upload and download bytes are the lengths of the messages.
+
+>>> result = run_simulation(SimulationConfig(clients=4, rounds=2, compressor="stc"))  # doctest: +SKIP
+>>> result.rounds[-1].cumulative_upload  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from nnsqueeze.errors import BitstreamError, ConfigError, NnsqueezeError
+from nnsqueeze.fl.compressors import Compressor, Identity, make_compressor
+from nnsqueeze.fl.error_feedback import DeepGradientCompression, ErrorFeedback
+from nnsqueeze.fl.partition import dirichlet_partition, iid_partition
+
+log = logging.getLogger("nnsqueeze.fl")
+
+DATASETS = ("digits", "mnist1d")
+COMPRESSOR_NAMES = ("identity", "topk", "dgc", "sbc", "stc", "cabac")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that defines a run; the same config and seed give the same result."""
+
+    dataset: str = "digits"
+    clients: int = 10
+    rounds: int = 50
+    compressor: str = "stc"
+    sparsity: float = 0.01
+    bits: int = 2
+    error_feedback: bool = True
+    noniid: float | None = None  # Dirichlet alpha over classes; None: IID
+    participation: float = 1.0
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 0.2
+    momentum: float = 0.0  # the clients' SGD momentum (its buffer restarts every round)
+    downstream: str | None = None  # compressor of the server's broadcast (with a server residual)
+    dropout: float = 0.0  # probability that a selected client does not answer
+    faults: float = 0.0  # probability that a client sends a NaN or corrupted update (robustness tests)
+    seed: int = 0
+    mnist1d_samples: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            msg = f"dataset must be one of {DATASETS}, got {self.dataset!r}"
+            raise ConfigError(msg)
+        if self.compressor not in COMPRESSOR_NAMES:
+            msg = f"compressor must be one of {COMPRESSOR_NAMES}, got {self.compressor!r}"
+            raise ConfigError(msg)
+        if self.downstream is not None and self.downstream not in COMPRESSOR_NAMES:
+            msg = f"downstream must be one of {COMPRESSOR_NAMES}, got {self.downstream!r}"
+            raise ConfigError(msg)
+        if self.clients < 1 or self.rounds < 0 or self.local_epochs < 1 or self.batch_size < 1:
+            msg = "clients, local_epochs and batch_size must be >= 1 and rounds >= 0"
+            raise ConfigError(msg)
+        for name in ("participation", "sparsity"):
+            if not 0 < getattr(self, name) <= 1:
+                msg = f"{name} must be in (0, 1], got {getattr(self, name)}"
+                raise ConfigError(msg)
+        for name in ("dropout", "faults"):
+            if not 0 <= getattr(self, name) <= 1:
+                msg = f"{name} must be in [0, 1], got {getattr(self, name)}"
+                raise ConfigError(msg)
+        if not self.lr > 0:
+            msg = f"lr must be positive, got {self.lr}"
+            raise ConfigError(msg)
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    accuracy: float
+    upload_bytes: int
+    download_bytes: int
+    cumulative_upload: int
+    cumulative_download: int
+    participants: list[int]
+    excluded: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class SimulationResult:
+    config: SimulationConfig
+    initial_accuracy: float
+    dense_update_bytes: int  # one identity-coded update: the per-client cost of dense FedAvg
+    num_parameters: int
+    rounds: list[RoundRecord]
+    seconds: float = 0.0
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.rounds[-1].accuracy if self.rounds else self.initial_accuracy
+
+    @property
+    def total_upload(self) -> int:
+        return self.rounds[-1].cumulative_upload if self.rounds else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["final_accuracy"] = self.final_accuracy
+        d["total_upload"] = self.total_upload
+        return d
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+def fedavg(updates: Sequence[Sequence[np.ndarray]], num_examples: Sequence[float]) -> list[np.ndarray]:
+    """The mean of the clients' updates weighted by their numbers of examples (float64 sums, float32 out)."""
+    if not updates or len(updates) != len(num_examples) or not sum(num_examples) > 0:
+        msg = "fedavg needs at least one update and positive total weight, one weight per update"
+        raise ConfigError(msg)
+    w = np.asarray(num_examples, dtype=np.float64) / float(np.sum(num_examples))
+    return [
+        np.sum([wi * np.asarray(u[i], np.float64) for wi, u in zip(w, updates, strict=True)], axis=0).astype(
+            np.float32
+        )
+        for i in range(len(updates[0]))
+    ]
+
+
+class Task(NamedTuple):
+    build_model: Callable[[], Any]
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+
+
+def load_task(dataset: str, seed: int = 0, mnist1d_samples: int = 5000) -> Task:
+    """The model builder and data of ``digits`` (scikit-learn) or ``mnist1d`` (generated offline)."""
+    if dataset == "digits":
+        from nnsqueeze.demo import digits
+
+        d = digits.load_data(seed)
+        return Task(digits.build_model, d.x_train, d.y_train, d.x_test, d.y_test)
+    if dataset == "mnist1d":
+        from nnsqueeze.demo import mnist1d
+
+        m = mnist1d.load_data(num_samples=mnist1d_samples)
+        return Task(mnist1d.build_model, m.x_train, m.y_train, m.x_test, m.y_test)
+    msg = f"unknown dataset {dataset!r}"
+    raise ConfigError(msg)
+
+
+class _Uploader(Protocol):
+    def step(self, update: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]: ...
+
+
+def _client_state(config: SimulationConfig) -> _Uploader:
+    if config.compressor == "dgc":
+        return DeepGradientCompression(config.sparsity, accumulate=config.error_feedback)
+    compressor = make_compressor(config.compressor, sparsity=config.sparsity, bits=config.bits)
+    return ErrorFeedback(compressor, enabled=config.error_feedback)
+
+
+def _decoder(config: SimulationConfig) -> Compressor:
+    return make_compressor(config.compressor, sparsity=config.sparsity, bits=config.bits)
+
+
+def _progress(config: SimulationConfig, rec: RoundRecord, stream: Any) -> None:
+    line = (
+        f"fl-sim {config.dataset} {config.compressor}: round {rec.round}/{config.rounds} "
+        f"acc {rec.accuracy:.3f} up {rec.cumulative_upload / 1e6:.3f} MB"
+    )
+    if stream.isatty():
+        stream.write("\r" + line + ("\n" if rec.round == config.rounds else ""))
+    else:
+        stream.write(line + "\n")
+    stream.flush()
+
+
+def run_simulation(
+    config: SimulationConfig, *, task: Task | None = None, progress: bool = False
+) -> SimulationResult:
+    """Runs the simulation (torch on one thread, seeded); ``progress`` writes a line per round to stderr."""
+    import time
+
+    import torch
+
+    from nnsqueeze.demo._util import torch_threads
+
+    started = time.perf_counter()
+    task = task or load_task(config.dataset, config.seed, config.mnist1d_samples)
+    with torch_threads(1), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        result = _run(config, task, progress)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run(config: SimulationConfig, task: Task, progress: bool) -> SimulationResult:
+    import torch
+    from torch import nn
+
+    model: nn.Module = task.build_model()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    global_params = [p.detach().numpy().astype(np.float32).copy() for p in model.parameters()]
+    labels = task.y_train.numpy()
+    if config.noniid is None:
+        shards = iid_partition(labels.size, config.clients, config.seed)
+    else:
+        shards = dirichlet_partition(labels, config.clients, config.noniid, config.seed)
+    weights = np.array([s.size for s in shards], dtype=np.float64)
+    uploaders = [_client_state(config) for _ in range(config.clients)]
+    decoder = _decoder(config)
+    down = ErrorFeedback(
+        make_compressor(config.downstream, sparsity=config.sparsity, bits=config.bits)
+        if config.downstream
+        else Identity(),
+        enabled=True,
+    )
+    rng = np.random.default_rng(config.seed)
+    fault_rng = random.Random(config.seed + 1)
+    per_round = max(1, round(config.participation * config.clients))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def set_params(values: Sequence[np.ndarray]) -> None:
+        with torch.no_grad():
+            for p, v in zip(model.parameters(), values, strict=True):
+                p.copy_(torch.from_numpy(v))
+
+    def evaluate() -> float:
+        set_params(global_params)
+        model.eval()
+        with torch.no_grad():
+            return float((model(task.x_test).argmax(1) == task.y_test).float().mean())
+
+    def train_client(client: int, rnd: int) -> list[np.ndarray]:
+        set_params(global_params)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + rnd * 1009 + client)
+        idx = torch.from_numpy(shards[client])
+        for _ in range(config.local_epochs):
+            order = idx[torch.randperm(idx.numel(), generator=gen)]
+            for start in range(0, order.numel(), config.batch_size):
+                batch = order[start : start + config.batch_size]
+                opt.zero_grad()
+                loss_fn(model(task.x_train[batch]), task.y_train[batch]).backward()
+                opt.step()
+        return [p.detach().numpy() - g for p, g in zip(model.parameters(), global_params, strict=True)]
+
+    initial = evaluate()
+    dense_bytes = len(Identity().encode(global_params))
+    records: list[RoundRecord] = []
+    cum_up = cum_down = 0
+    broadcast_bytes = dense_bytes  # round 1: clients hold the initial model (counted as a dense download)
+    for rnd in range(1, config.rounds + 1):
+        chosen = sorted(rng.choice(config.clients, size=per_round, replace=False).tolist())
+        excluded: dict[int, str] = {}
+        accepted: list[tuple[int, list[np.ndarray]]] = []
+        up = 0
+        down_bytes = broadcast_bytes * len(chosen)
+        for client in chosen:
+            if config.dropout and fault_rng.random() < config.dropout:
+                excluded[client] = "dropped out (no reply)"
+                continue
+            fault = fault_rng.choice(("nan", "corrupt")) if fault_rng.random() < config.faults else None
+            try:
+                update = train_client(client, rnd)
+                if fault == "nan":  # a broken client: its update never reaches its residual
+                    update[0] = np.full_like(update[0], np.nan)
+                    message = decoder.encode(update)
+                else:
+                    message, _ = uploaders[client].step(update)
+                if fault == "corrupt":
+                    message = message[:-7] + bytes([message[-7] ^ 0x5A]) + message[-6:]
+            except NnsqueezeError as exc:
+                excluded[client] = f"client failed to encode: {exc}"
+                continue
+            up += len(message)
+            try:
+                decoded = decoder.decode(message, shapes)
+            except BitstreamError as exc:
+                excluded[client] = f"malformed update: {exc}"
+                continue
+            bad = [n for n, t in zip(names, decoded, strict=True) if not np.all(np.isfinite(t))]
+            if bad:
+                excluded[client] = f"non-finite values in {', '.join(bad)}"
+                continue
+            accepted.append((client, decoded))
+        for client, reason in excluded.items():
+            log.warning("round %d: client %d excluded: %s", rnd, client, reason)
+        if accepted:
+            mean = fedavg([d for _, d in accepted], [float(weights[c]) for c, _ in accepted])
+            message, applied = down.step(mean)
+            broadcast_bytes = len(message)
+            global_params = [g + a for g, a in zip(global_params, applied, strict=True)]
+        else:
+            log.warning("round %d: no usable update; the global model is unchanged", rnd)
+            broadcast_bytes = 0
+        cum_up += up
+        cum_down += down_bytes
+        rec = RoundRecord(rnd, evaluate(), up, down_bytes, cum_up, cum_down, chosen, excluded)
+        records.append(rec)
+        if progress:
+            _progress(config, rec, sys.stderr)
+    n_params = sum(math.prod(s) for s in shapes)
+    return SimulationResult(config, initial, dense_bytes, n_params, records)
+
+
+def plot_results(results: Sequence[tuple[str, SimulationResult]], path: str | Path, title: str = "") -> None:
+    """Accuracy against cumulative upload bytes (log axis), one line per labelled run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, res in results:
+        xs = [r.cumulative_upload for r in res.rounds]
+        ys = [r.accuracy for r in res.rounds]
+        ax.plot(xs, ys, label=label, linewidth=1.3)
+    ax.set_xscale("log")
+    ax.set_xlabel("cumulative upload (bytes, all clients)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,204 @@
+"""Round trips of every compressor on its own bytes, corrupt payloads, and the Golomb coder."""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
+from nnsqueeze.fl.compressors import (
+    CabacQuantized,
+    Compressor,
+    Identity,
+    SparseBinary,
+    SparseTernary,
+    TopK,
+    count_for,
+    make_compressor,
+)
+from nnsqueeze.fl.golomb import (
+    decode_positions,
+    encode_positions,
+    expected_bits_per_position,
+    optimal_rice_parameter,
+    position_bits,
+)
+
+SHAPES = [(16, 1, 3, 3), (16,), (64, 50), (10,), (1,)]
+
+
+def update(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.1, s).astype(np.float32) for s in SHAPES]
+
+
+ALL: list[Compressor] = [
+    Identity(),
+    TopK(0.05),
+    SparseBinary(0.05),
+    SparseTernary(0.05),
+    CabacQuantized(2),
+    CabacQuantized(4),
+]
+
+
+@pytest.mark.parametrize("c", ALL, ids=lambda c: f"{c.name}")
+def test_roundtrip_is_deterministic_and_matches_size(c: Compressor) -> None:
+    x = update()
+    message, decoded = c.roundtrip(x)
+    assert [d.shape for d in decoded] == SHAPES
+    assert all(d.dtype == np.float32 for d in decoded)
+    assert c.encode(x) == message
+    again = c.decode(message, SHAPES)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, again, strict=True))
+    if not isinstance(c, Identity):
+        assert len(message) < sum(4 * t.size for t in x)
+
+
+def test_identity_is_exact() -> None:
+    x = update()
+    _, decoded = Identity().roundtrip(x)
+    assert all(np.array_equal(a, b) for a, b in zip(x, decoded, strict=True))
+    varints = sum(1 if 4 * t.size < 128 else 2 for t in x)  # payload lengths 576, 64, 12800, 40, 4
+    assert len(Identity().encode(x)) == 4 + varints + 4 * sum(t.size for t in x) + 4  # header, CRC
+
+
+def test_topk_keeps_largest_magnitudes_exactly() -> None:
+    x = update()
+    _, decoded = TopK(0.05).roundtrip(x)
+    for a, d in zip(x, decoded, strict=True):
+        k = count_for(0.05, a.size)
+        assert np.count_nonzero(d) == k
+        kept = d != 0
+        assert np.array_equal(d[kept], a[kept])
+        assert np.abs(a[~kept]).max(initial=0) <= np.abs(a[kept]).min()
+
+
+def test_stc_is_ternary_with_mean_magnitude() -> None:
+    x = update()
+    _, decoded = SparseTernary(0.05).roundtrip(x)
+    for a, d in zip(x, decoded, strict=True):
+        kept = d != 0
+        assert len(np.unique(np.abs(d[kept]))) == 1
+        assert np.isclose(np.abs(d[kept][0]), np.abs(a[kept]).mean(), rtol=1e-6)
+        assert np.array_equal(np.sign(d[kept]), np.sign(a[kept]))
+
+
+def test_sbc_is_binary_one_sign() -> None:
+    x = update()
+    _, decoded = SparseBinary(0.05).roundtrip(x)
+    for a, d in zip(x, decoded, strict=True):
+        values = np.unique(d[d != 0])
+        assert values.size == 1
+        kept = d != 0
+        assert np.isclose(values[0], a[kept].mean(), rtol=1e-6)
+
+
+def test_cabac_levels_and_reconstruction() -> None:
+    x = update()
+    c = CabacQuantized(bits=2)
+    _, decoded = c.roundtrip(x)
+    for a, d in zip(x, decoded, strict=True):
+        levels, step = c.levels(a)
+        assert np.abs(levels).max() <= 1
+        assert np.allclose(d, levels * np.float32(step))
+
+
+def test_cabac_smaller_than_zlib_on_2bit_levels() -> None:
+    x = [np.random.default_rng(3).normal(0, 1, (200, 200)).astype(np.float32)]
+    c = CabacQuantized(bits=2)
+    levels, _ = c.levels(x[0])
+    packed = np.packbits(((levels.reshape(-1) + 1).astype(np.uint8)[:, None] >> np.array([1, 0])) & 1)
+    assert len(c.encode(x)) < len(zlib.compress(packed.tobytes(), 9))
+
+
+def test_cabac_refuses_nan() -> None:
+    x = update()
+    x[0][0, 0, 0, 0] = np.nan
+    with pytest.raises(TensorError, match="NaN"):
+        CabacQuantized().encode(x)
+
+
+@pytest.mark.parametrize("c", ALL, ids=lambda c: f"{c.name}")
+def test_corrupted_payload_raises(c: Compressor) -> None:
+    message = c.encode(update())
+    for i in range(len(message)):
+        bad = bytearray(message)
+        bad[i] ^= 0x21
+        with pytest.raises(BitstreamError):
+            c.decode(bytes(bad), SHAPES)
+    with pytest.raises(BitstreamError):
+        c.decode(message[: len(message) // 2], SHAPES)
+    with pytest.raises(BitstreamError):
+        c.decode(b"", SHAPES)
+
+
+def test_wrong_method_is_refused() -> None:
+    message = SparseTernary(0.1).encode(update())
+    with pytest.raises(BitstreamError, match="method"):
+        SparseBinary(0.1).decode(message, SHAPES)
+
+
+def test_tensor_payload_errors_without_checksum() -> None:
+    """The per-tensor decoders validate on their own (the CRC is not their only guard)."""
+    c = SparseTernary(0.1)
+    payload = c.encode_tensor(update()[2])
+    with pytest.raises(BitstreamError):
+        c.decode_tensor(payload[:3], (64, 50))
+    with pytest.raises(BitstreamError):
+        c.decode_tensor(payload, (4, 4))
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ConfigError):
+        TopK(0.0)
+    with pytest.raises(ConfigError):
+        CabacQuantized(bits=1)
+    with pytest.raises(ConfigError, match="unknown compressor"):
+        make_compressor("zip")
+
+
+@pytest.mark.parametrize("p", [0.1, 0.01, 0.0025, 0.001])
+def test_golomb_matches_expected_length(p: float) -> None:
+    rng = np.random.default_rng(int(p * 1e4))
+    n = 400_000
+    pos = np.flatnonzero(rng.random(n) < p)
+    data, b = encode_positions(pos, n)
+    assert b == optimal_rice_parameter(p)
+    assert len(data) == math.ceil(position_bits(pos, n) / 8)
+    measured = position_bits(pos, n) / pos.size
+    assert measured == pytest.approx(expected_bits_per_position(p), rel=0.02)
+    assert np.array_equal(decode_positions(data, count=pos.size, size=n, rice=b), pos)
+
+
+def test_golomb_known_values() -> None:
+    assert optimal_rice_parameter(0.01) == 6
+    assert optimal_rice_parameter(0.001) == 9
+    assert expected_bits_per_position(0.01) == pytest.approx(8.108, abs=1e-3)
+    _, b = encode_positions(np.array([0, 6]), 8)
+    assert b == optimal_rice_parameter(2 / 8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_golomb_random_roundtrip(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5000))
+    k = int(rng.integers(1, n + 1))
+    pos = np.sort(rng.choice(n, size=k, replace=False))
+    data, b = encode_positions(pos, n)
+    assert np.array_equal(decode_positions(data, count=k, size=n, rice=b), pos)
+
+
+def test_golomb_bad_input() -> None:
+    with pytest.raises(ConfigError):
+        encode_positions(np.array([3, 2]), 10)
+    with pytest.raises(ConfigError):
+        encode_positions(np.array([10]), 10)
+    data, b = encode_positions(np.array([1, 500, 900]), 1000)
+    with pytest.raises(BitstreamError):
+        decode_positions(data, count=3, size=600, rice=b)
+    with pytest.raises(BitstreamError):
+        decode_positions(data[:1], count=3, size=1000, rice=b)
