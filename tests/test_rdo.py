@@ -10,7 +10,7 @@ from nnsqueeze.coding import Adaptation, decode_levels, encode_levels
 from nnsqueeze.coding.cabac import decode_dependent
 from nnsqueeze.errors import ConfigError, TensorError
 from nnsqueeze.quant import quantize
-from nnsqueeze.quant.rdo import rdo_encode, trellis_encode
+from nnsqueeze.quant.rdo import rdo_encode, trellis_encode, uniform_encode
 
 STEP = 2.0**-7
 
@@ -145,3 +145,16 @@ def test_compress_with_trellis_round_trips() -> None:
     assert [t.method for t in report.tensors] == ["dependent", "uniform"]
     restored = nnsqueeze.decompress(report.data or b"")
     assert np.abs(restored["fc.weight"] - w["fc.weight"]).max() <= 2 * STEP
+
+
+def test_fused_uniform_encode_matches_quantize_then_encode() -> None:
+    w = _weights(9)
+    rate = Adaptation(8, 12)
+    fused = uniform_encode(w, STEP, num_gtx=24, adaptation=rate)
+    assert fused == encode_levels(quantize(w, STEP), num_gtx=24, adaptation=rate)
+
+
+def test_large_weights_take_the_fused_path_and_round_trip() -> None:
+    w = np.random.default_rng(4).normal(0, 0.05, (1024, 1024)).astype(np.float32)
+    restored = nnsqueeze.decompress(nnsqueeze.compress({"big.weight": w}, qp=-28).data or b"")
+    np.testing.assert_array_equal(restored["big.weight"], quantize(w, STEP) * np.float32(STEP))

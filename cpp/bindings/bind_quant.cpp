@@ -29,8 +29,9 @@ using FusedEncoder = nnsqueeze::RdoqStats (*)(const float*, const float*, std::s
 template <FusedEncoder encode>
 std::tuple<nb::bytes, double, double> fused_encode(Floats w, std::optional<Floats> importance, std::size_t rows,
                                                     std::size_t cols, double step, double lambda, int num_gtx,
-                                                    int fast_shift, int slow_shift, LevelsOut levels) {
-    if (rows * cols != w.shape(0) || w.shape(0) != levels.shape(0))
+                                                    int fast_shift, int slow_shift,
+                                                    std::optional<LevelsOut> levels) {
+    if (rows * cols != w.shape(0) || (levels && w.shape(0) != levels->shape(0)))
         throw std::invalid_argument("rows * cols must match the lengths of w and levels");
     if (importance && importance->shape(0) != w.shape(0))
         throw std::invalid_argument("importance must have one value per weight");
@@ -42,7 +43,7 @@ std::tuple<nb::bytes, double, double> fused_encode(Floats w, std::optional<Float
     {
         nb::gil_scoped_release release;
         stats = encode(w.data(), importance ? importance->data() : nullptr, rows, cols, step, lambda, params,
-                       levels.data(), out);
+                       levels ? levels->data() : nullptr, out);
     }
     return {nb::bytes(reinterpret_cast<const char*>(out.data()), out.size()), stats.distortion,
             stats.estimated_bits};
@@ -72,8 +73,8 @@ void bind_quant(nb::module_& m) {
 
     m.def("encode_rdoq", &fused_encode<nnsqueeze::encode_rdoq>, "w"_a.noconvert(),
           "importance"_a.noconvert().none(), "rows"_a, "cols"_a, "step"_a, "lambda_"_a, "num_gtx"_a,
-          "fast_shift"_a, "slow_shift"_a, "levels"_a.noconvert());
+          "fast_shift"_a, "slow_shift"_a, "levels"_a.noconvert().none());
     m.def("encode_trellis", &fused_encode<nnsqueeze::encode_trellis>, "w"_a.noconvert(),
           "importance"_a.noconvert().none(), "rows"_a, "cols"_a, "step"_a, "lambda_"_a, "num_gtx"_a,
-          "fast_shift"_a, "slow_shift"_a, "levels"_a.noconvert());
+          "fast_shift"_a, "slow_shift"_a, "levels"_a.noconvert().none());
 }

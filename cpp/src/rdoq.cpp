@@ -55,7 +55,7 @@ RdoqStats encode_rdoq(const float* w, const float* importance, std::size_t rows,
             stats.estimated_bits += detail::level_cost(ctx, best, negative, n);
             detail::encode_level(enc, ctx, q, n);
             ctx.update(c, q);
-            levels[i] = q;
+            if (levels != nullptr) levels[i] = q;
         }
     }
     enc.finish();

@@ -20,6 +20,7 @@ RdoqStats encode_trellis(const float* w, const float* importance, std::size_t ro
     // Survivor decisions of one row: the symbol and the predecessor state per (column, state).
     std::vector<int32_t> choice(cols * kDqStates);
     std::vector<uint8_t> from(cols * kDqStates);
+    std::vector<int32_t> row_symbols(cols);
     RdoqStats stats;
     int start_state = 0;
     // An empty tensor has nothing to scan, however many (empty) rows it claims.
@@ -86,13 +87,14 @@ RdoqStats encode_trellis(const float* w, const float* importance, std::size_t ro
         }
         const int end_state = state;
         for (std::size_t c = cols; c-- > 0;) {
-            symbols[base + c] = choice[c * kDqStates + state];
+            row_symbols[c] = choice[c * kDqStates + state];
             state = from[c * kDqStates + state];
         }
         ctx.start_row(r);
         int s = start_state;
         for (std::size_t c = 0; c < cols; ++c) {
-            const int32_t k = symbols[base + c];
+            const int32_t k = row_symbols[c];
+            if (symbols != nullptr) symbols[base + c] = k;
             const double x = static_cast<double>(w[base + c]) * inv;
             const double recon = static_cast<double>(dq_reconstruction(k, s));
             const double imp = importance ? static_cast<double>(importance[base + c]) : 1.0;

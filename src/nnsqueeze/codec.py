@@ -37,7 +37,7 @@ from nnsqueeze.coding.container import (
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float32
 from nnsqueeze.errors import BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
-from nnsqueeze.quant.rdo import rdo_encode, trellis_encode
+from nnsqueeze.quant.rdo import rdo_encode, trellis_encode, uniform_encode
 from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, qp_to_step, quantize, step_to_qp
 from nnsqueeze.target import Trial
 
@@ -235,6 +235,12 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
             coded = _code_bytes(t)
         elif not vector and (opts.rdo_lambda > 0 or opts.trellis):
             coded = _code_rdo(t, opts.weight_step, opts, importance)
+        elif not vector and t.array.size >= 1 << 20:
+            # Large weights: one candidate setting, so quantize and code in one pass (no level array).
+            gtx, rate = cabac.candidate_settings(t.array.size, opts.num_gtx)[0]
+            values = to_float32(t.array, t.dtype)
+            payload = uniform_encode(values, opts.weight_step, num_gtx=gtx, adaptation=rate, name=t.name)
+            coded = _level_record(t, Method.UNIFORM, opts.weight_step, 0, (payload, gtx, rate))
         else:
             step = opts.vector_step if vector else opts.weight_step
             levels = quantize(to_float32(t.array, t.dtype), step, name=t.name)

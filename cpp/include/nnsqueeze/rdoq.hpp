@@ -25,7 +25,8 @@ struct RdoqStats {
 void check_rdo_arguments(double step, double lambda, const LevelCoderParams& params);
 
 // `importance` may be null (all ones).  Inputs must be finite and |w / step| <= kMaxAbsLevel
-// (checked by the caller).  Writes the chosen levels to `levels` and the payload to `out`.
+// (checked by the caller).  Writes the chosen levels to `levels` (unless null) and the payload
+// to `out`.
 RdoqStats encode_rdoq(const float* w, const float* importance, std::size_t rows, std::size_t cols, double step,
                       double lambda, const LevelCoderParams& params, int32_t* levels, std::vector<uint8_t>& out);
 

@@ -30,7 +30,7 @@ inline int64_t dq_reconstruction(int32_t k, int state) {
     return k > 0 ? twice - 1 : twice + 1;
 }
 
-// Writes the coded symbols k to `symbols`, the payload to `out`.  Same preconditions as
+// Writes the coded symbols k to `symbols` (unless null), the payload to `out`.  Same preconditions as
 // encode_rdoq.  Decode with decode_dependent.
 RdoqStats encode_trellis(const float* w, const float* importance, std::size_t rows, std::size_t cols, double step,
                          double lambda, const LevelCoderParams& params, int32_t* symbols, std::vector<uint8_t>& out);

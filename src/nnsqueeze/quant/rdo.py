@@ -30,7 +30,7 @@ from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step
 
 @dataclass(frozen=True)
 class RdoResult:
-    levels: np.ndarray  # int32, the shape of the input
+    levels: np.ndarray | None  # int32, the shape of the input (None when not asked for)
     payload: bytes
     distortion: float  # sum of importance * (w / step - q) ** 2
     estimated_bits: float
@@ -119,6 +119,7 @@ def _run(
     num_gtx: int,
     adaptation: Adaptation | None,
     name: str,
+    keep_levels: bool = True,
 ) -> RdoResult:
     """Checks the inputs and runs one of the core's fused quantize-and-code loops."""
     step = check_step(step)
@@ -126,7 +127,7 @@ def _run(
     imp = None if importance is None else normalized_importance(importance, w.shape, name).reshape(-1)
     rate = adaptation or Adaptation(7, 11)
     rows, cols = rows_cols(w.shape)
-    levels = np.empty(w.size, dtype=np.int32)
+    levels = np.empty(w.size, dtype=np.int32) if keep_levels else None
     payload, distortion, bits = core_encode(
         w.reshape(-1),
         imp,
@@ -139,4 +140,14 @@ def _run(
         rate.slow_shift,
         levels,
     )
-    return RdoResult(levels.reshape(w.shape), payload, distortion, bits)
+    return RdoResult(None if levels is None else levels.reshape(w.shape), payload, distortion, bits)
+
+
+def uniform_encode(
+    values: np.ndarray, step: float, *, num_gtx: int, adaptation: Adaptation, name: str = "tensor"
+) -> bytes:
+    """Rounds to the nearest level and codes in one pass, without a level array in memory
+    (the same payload as ``encode_levels(quantize(values, step))``)."""
+    return _run(
+        _core.encode_rdoq, values, step, 0.0, None, num_gtx, adaptation, name, keep_levels=False
+    ).payload
