@@ -61,12 +61,13 @@ def _checked_weights(values: np.ndarray, step: float, lambda_: float, name: str)
     w = np.ascontiguousarray(values, dtype=np.float32)
     flat = w.reshape(-1)
     if flat.size:
-        finite = np.isfinite(flat)
-        if not finite.all():
-            bad = int(np.argmin(finite))
+        # min/max propagate NaN and Inf, and need no temporary array the size of the tensor.
+        lo, hi = float(flat.min()), float(flat.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            bad = int(np.argmin(np.isfinite(flat)))
             msg = f"{name}: element {bad} is {flat[bad]}; NaN/Inf cannot be quantized"
             raise TensorError(msg)
-        if float(np.abs(flat).max()) / step > MAX_ABS_LEVEL:
+        if max(hi, -lo) / step > MAX_ABS_LEVEL:
             msg = f"{name}: values exceed {MAX_ABS_LEVEL} steps of {step:g}; use a larger step"
             raise TensorError(msg)
     return w
