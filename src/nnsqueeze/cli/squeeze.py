@@ -20,7 +20,7 @@ ARCH_NAMES = ("mlp", "lenet5", "digits_cnn", "mnist1d_cnn")
 def cmd_squeeze(args: argparse.Namespace) -> int:
     import torch
 
-    from nnsqueeze.demo._util import torch_threads
+    from nnsqueeze.demo.training import torch_threads
     from nnsqueeze.errors import ConfigError
     from nnsqueeze.train import SqueezeConfig, fit, squeeze
     from nnsqueeze.train.models import DATASET_OF, Split, accuracy, build

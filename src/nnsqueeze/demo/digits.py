@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnsqueeze.demo._util import torch_threads
+from nnsqueeze.demo.training import accuracy as accuracy  # re-exported: the demos and benchmarks use it
+from nnsqueeze.demo.training import fit, torch_threads
 
 DEFAULT_EPOCHS = 30
 BATCH_SIZE = 32
@@ -61,30 +62,17 @@ def build_model() -> nn.Module:
 
 
 def train(model: nn.Module, data: DigitsData, epochs: int = DEFAULT_EPOCHS, seed: int = 0) -> nn.Module:
-    """Trains ``model`` in place with Adam on shuffled mini-batches (deterministic for a given seed)."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    loss_fn = nn.CrossEntropyLoss()
-    n = data.x_train.shape[0]
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, BATCH_SIZE):
-            idx = order[start : start + BATCH_SIZE]
-            opt.zero_grad()
-            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
-            loss.backward()
-            opt.step()
-    model.eval()
-    return model
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of ``x`` that ``model`` classifies as ``y``."""
-    model.eval()
-    pred = model(x).argmax(dim=1)
-    return float((pred == y).float().mean())
+    """Trains ``model`` in place: Adam, shuffled mini-batches (deterministic for a given seed)."""
+    return fit(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=epochs,
+        lr=LEARNING_RATE,
+        batch_size=BATCH_SIZE,
+        seed=seed,
+        cosine_schedule=False,
+    )
 
 
 def train_digits_cnn(

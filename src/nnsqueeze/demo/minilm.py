@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nnsqueeze.demo._util import torch_threads
+from nnsqueeze.demo.training import torch_threads
 
 # MiniLM is loaded from the package directory; the Hub must never be asked.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnsqueeze.demo._util import torch_threads
+from nnsqueeze.demo.training import accuracy as accuracy  # re-exported: the demos and benchmarks use it
+from nnsqueeze.demo.training import fit, torch_threads
 
 DEFAULT_SAMPLES = 20_000  # 16,000 train / 4,000 test
 DEFAULT_EPOCHS = 20
@@ -90,32 +91,16 @@ def build_model(channels: int = CHANNELS) -> nn.Module:
 def train(model: nn.Module, data: Mnist1dData, epochs: int = DEFAULT_EPOCHS, seed: int = 0) -> nn.Module:
     """Trains ``model`` in place: Adam, shuffled mini-batches, the learning rate decayed by a
     cosine schedule to zero (deterministic for a given seed)."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    n = data.x_train.shape[0]
-    steps_per_epoch = (n + BATCH_SIZE - 1) // BATCH_SIZE
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, BATCH_SIZE):
-            idx = order[start : start + BATCH_SIZE]
-            opt.zero_grad()
-            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    return model
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of ``x`` that ``model`` classifies as ``y``."""
-    model.eval()
-    pred = model(x).argmax(dim=1)
-    return float((pred == y).float().mean())
+    return fit(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=epochs,
+        lr=LEARNING_RATE,
+        batch_size=BATCH_SIZE,
+        seed=seed,
+        cosine_schedule=True,
+    )
 
 
 def train_mnist1d_cnn(

@@ -198,7 +198,7 @@ def run_simulation(
 
     import torch
 
-    from nnsqueeze.demo._util import torch_threads
+    from nnsqueeze.demo.training import torch_threads
 
     started = time.perf_counter()
     task = task or load_task(config.dataset, config.seed, config.mnist1d_samples)

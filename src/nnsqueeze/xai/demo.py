@@ -153,7 +153,7 @@ def run_digits_demo(
     """Runs the demo (see the module docstring); ``epochs`` forces (re)training for that many epochs,
     ``steps`` limits the evaluated points of each perturbation curve (default: all 65)."""
     from nnsqueeze.demo import digits
-    from nnsqueeze.demo._util import torch_threads
+    from nnsqueeze.demo.training import torch_threads
 
     out_dir.mkdir(parents=True, exist_ok=True)
     get_composite(composite)  # fail early on an unknown name
