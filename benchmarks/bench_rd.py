@@ -1117,7 +1117,11 @@ def model_section(r: Mapping[str, Any], nncodec: bool) -> list[str]:
         "",
         "Each point: QP → bits/param, "
         + ("mean cosine (min over sentences)" if cos else "test accuracy %")
-        + ". ‡ = extra encode at the QP interpolated for cos = 0.99 (fractional QP: step 2^(QP/4)).",
+        + (
+            ". ‡ = extra encode at the QP interpolated for cos = 0.99 (fractional QP: step 2^(QP/4))."
+            if cos
+            else "."
+        ),
         "",
         "| curve | λ | points |",
         "|---|---|---|",

@@ -64,3 +64,11 @@ def test_fisher_rejects_empty_data() -> None:
         nnsqueeze.fisher_diagonal(_tiny_model(), [])
     with pytest.raises(ConfigError, match="max_samples"):
         nnsqueeze.fisher_diagonal(_tiny_model(), [], max_samples=0)
+
+
+def test_fisher_restores_every_submodule_mode() -> None:
+    inner = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 3)).eval()
+    outer = torch.nn.Sequential(inner)  # a fresh module starts in training mode
+    nnsqueeze.fisher_diagonal(outer, [(torch.randn(5, 4), torch.randint(0, 3, (5,)))])
+    assert outer.training
+    assert not any(m.training for m in inner.modules())

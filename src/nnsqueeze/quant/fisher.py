@@ -78,7 +78,7 @@ def fisher_diagonal(
     per_sample_grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     per_sample_grads_unlabelled = vmap(grad(lambda p, x: sample_loss(p, x, None)), in_dims=(None, 0))
     seen = 0
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored module by module afterwards
     model.eval()
     try:
         for batch in data:
@@ -98,7 +98,8 @@ def fisher_diagonal(
             if max_samples is not None and seen >= max_samples:
                 break
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     if seen == 0:
         msg = "data yielded no samples"
         raise ConfigError(msg)
