@@ -99,6 +99,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if args.formats:
+        from nnsqueeze.cli.formats import print_formats
+
+        return print_formats(args.input)
     with NnsqFile(args.input) as f:
         rows = []
         total_elems = total_bytes = 0
@@ -194,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="list the tensors of an .nnsq file")
     i.add_argument("input")
+    i.add_argument(
+        "--formats",
+        action="store_true",
+        help="per-layer storage / operations / energy in CSR, CER, CSER, ...",
+    )
     i.set_defaults(run=cmd_info)
 
     m = sub.add_parser("demo", help="train a digits CNN (and MiniLM if installed), compress, report")

@@ -1,0 +1,222 @@
+// nnsqueeze._core sparse kernels: array conversion (zero-copy, no implicit conversion), array-length
+// checks, dispatch on the index dtypes, and forwarding with the GIL released.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <type_traits>
+
+#include "nnsqueeze/sparse/kernels.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace sp = nnsqueeze::sparse;
+
+namespace {
+
+using Index = nb::ndarray<nb::ro, nb::ndim<1>, nb::c_contig, nb::device::cpu>;  // uint8/16/32
+using Floats = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Bytes = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Input = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using Output = nb::ndarray<float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+[[noreturn]] void fail(const std::string& msg) { throw sp::FormatError(msg); }
+
+void expect_length(const char* name, std::size_t got, std::size_t want) {
+    if (got != want)
+        fail(std::string(name) + " has " + std::to_string(got) + " entries, expected " + std::to_string(want));
+}
+
+template <class F>
+void with_uint(const Index& a, const char* name, F&& f) {
+    if (a.dtype() == nb::dtype<uint8_t>()) return f(static_cast<const uint8_t*>(a.data()));
+    if (a.dtype() == nb::dtype<uint16_t>()) return f(static_cast<const uint16_t*>(a.data()));
+    if (a.dtype() == nb::dtype<uint32_t>()) return f(static_cast<const uint32_t*>(a.data()));
+    fail(std::string(name) + " must be uint8, uint16 or uint32");
+}
+
+template <class T>
+const T* same_dtype(const Index& a, const char* name, const Index& like, const char* like_name) {
+    if (a.dtype() != like.dtype()) fail(std::string(name) + " must have the dtype of " + like_name);
+    return static_cast<const T*>(a.data());
+}
+
+sp::Operands operands(const Input& x, Output& out, std::size_t rows, std::size_t cols,
+                      const std::optional<Floats>& bias, bool accumulate, int threads) {
+    if (x.shape(1) != cols)
+        throw std::invalid_argument("x has " + std::to_string(x.shape(1)) + " columns; the matrix has " +
+                                    std::to_string(cols));
+    if (out.shape(0) != x.shape(0) || out.shape(1) != rows)
+        throw std::invalid_argument("out must have shape (batch, rows) = (" + std::to_string(x.shape(0)) + ", " +
+                                    std::to_string(rows) + ")");
+    if (bias && bias->shape(0) != rows)
+        throw std::invalid_argument("bias has " + std::to_string(bias->shape(0)) + " entries, expected " +
+                                    std::to_string(rows));
+    sp::Operands op;
+    op.x = x.data();
+    op.y = out.data();
+    op.batch = x.shape(0);
+    op.bias = bias ? bias->data() : nullptr;
+    op.accumulate = accumulate;
+    op.threads = threads;
+    return op;
+}
+
+// Stub signatures: the index arrays accept any of three dtypes, which nanobind cannot spell itself.
+#define NNSQ_ANN(T, SHAPE, W) "Annotated[NDArray[" T "], dict(shape=" SHAPE ", order='C', device='cpu'" W ")]"
+#define NNSQ_IDX NNSQ_ANN("numpy.uint8 | numpy.uint16 | numpy.uint32", "(None,)", ", writable=False")
+#define NNSQ_F32 NNSQ_ANN("numpy.float32", "(None,)", ", writable=False")
+#define NNSQ_X NNSQ_ANN("numpy.float32", "(None, None)", ", writable=False")
+#define NNSQ_OUT NNSQ_ANN("numpy.float32", "(None, None)", "")
+#define NNSQ_OPERANDS "rows: int, cols: int, x: " NNSQ_X ", out: " NNSQ_OUT ", bias: " NNSQ_F32 " | None = None"
+
+sp::Isa parse_isa(const std::string& name) {
+    if (name == "scalar") return sp::Isa::scalar;
+    if (name == "avx512") return sp::Isa::avx512;
+    throw std::invalid_argument("unknown instruction set '" + name + "' (use 'scalar' or 'avx512')");
+}
+
+}  // namespace
+
+void bind_sparse(nb::module_& m) {
+    nb::exception<sp::FormatError>(m, "CoreFormatError", PyExc_ValueError);
+
+    m.attr("PANEL_ROWS") = sp::kPanelRows;
+
+    m.def("sparse_isa", []() { return std::string(sp::isa_name(sp::active_isa())); });
+    m.def("sparse_isa_available", [](const std::string& name) { return sp::isa_available(parse_isa(name)); },
+          "name"_a);
+    m.def("sparse_set_isa", [](const std::string& name) { sp::set_isa(parse_isa(name)); }, "name"_a);
+
+    m.def("packed_data_bytes", &sp::packed_data_bytes, "rows"_a, "cols"_a, "bits"_a);
+
+    m.def(
+        "csr_matmul",
+        [](const Index& row_ptr, const Index& col_idx, const Floats& values, std::size_t rows, std::size_t cols,
+           const Input& x, Output& out, const std::optional<Floats>& bias, bool accumulate, int threads) {
+            expect_length("row_ptr", row_ptr.shape(0), rows + 1);
+            expect_length("values", values.shape(0), col_idx.shape(0));
+            sp::Operands op = operands(x, out, rows, cols, bias, accumulate, threads);
+            with_uint(row_ptr, "row_ptr", [&](auto rp) {
+                with_uint(col_idx, "col_idx", [&](auto ci) {
+                    using P = std::remove_const_t<std::remove_pointer_t<decltype(rp)>>;
+                    using I = std::remove_const_t<std::remove_pointer_t<decltype(ci)>>;
+                    sp::CsrView<P, I> a{rows, cols, rp, ci, values.data(), col_idx.shape(0)};
+                    nb::gil_scoped_release release;
+                    sp::csr_matmul(a, op);
+                });
+            });
+        },
+        "row_ptr"_a.noconvert(), "col_idx"_a.noconvert(), "values"_a.noconvert(), "rows"_a, "cols"_a,
+        "x"_a.noconvert(), "out"_a.noconvert(), "bias"_a.noconvert().none() = nb::none(), "accumulate"_a = false,
+        "threads"_a = 1,
+        nb::sig("def csr_matmul(row_ptr: " NNSQ_IDX ", col_idx: " NNSQ_IDX ", values: " NNSQ_F32
+                ", " NNSQ_OPERANDS ", accumulate: bool = False, threads: int = 1) -> None"));
+
+    m.def(
+        "cer_matmul",
+        [](const Index& row_ptr, const Index& group_ptr, const Index& col_idx, const Floats& omega, std::size_t rows,
+           std::size_t cols, const Input& x, Output& out, const std::optional<Floats>& bias, int threads) {
+            expect_length("row_ptr", row_ptr.shape(0), rows + 1);
+            if (group_ptr.shape(0) == 0) fail("group_ptr is empty; it needs at least one entry");
+            sp::Operands op = operands(x, out, rows, cols, bias, false, threads);
+            with_uint(row_ptr, "row_ptr", [&](auto rp) {
+                using P = std::remove_const_t<std::remove_pointer_t<decltype(rp)>>;
+                const P* gp = same_dtype<P>(group_ptr, "group_ptr", row_ptr, "row_ptr");
+                with_uint(col_idx, "col_idx", [&](auto ci) {
+                    using I = std::remove_const_t<std::remove_pointer_t<decltype(ci)>>;
+                    sp::CerView<P, I> a{rows,        cols, rp, gp, group_ptr.shape(0) - 1, ci, col_idx.shape(0),
+                                        omega.data(), omega.shape(0)};
+                    nb::gil_scoped_release release;
+                    sp::cer_matmul(a, op);
+                });
+            });
+        },
+        "row_ptr"_a.noconvert(), "group_ptr"_a.noconvert(), "col_idx"_a.noconvert(), "omega"_a.noconvert(),
+        "rows"_a, "cols"_a, "x"_a.noconvert(), "out"_a.noconvert(), "bias"_a.noconvert().none() = nb::none(),
+        "threads"_a = 1,
+        nb::sig("def cer_matmul(row_ptr: " NNSQ_IDX ", group_ptr: " NNSQ_IDX ", col_idx: " NNSQ_IDX
+                ", omega: " NNSQ_F32 ", " NNSQ_OPERANDS ", threads: int = 1) -> None"));
+
+    m.def(
+        "cser_matmul",
+        [](const Index& row_ptr, const Index& group_ptr, const Index& value_idx, const Index& col_idx,
+           const Floats& values, float omega0, std::size_t rows, std::size_t cols, const Input& x, Output& out,
+           const std::optional<Floats>& bias, int threads) {
+            expect_length("row_ptr", row_ptr.shape(0), rows + 1);
+            if (group_ptr.shape(0) == 0) fail("group_ptr is empty; it needs at least one entry");
+            expect_length("value_idx", value_idx.shape(0), group_ptr.shape(0) - 1);
+            sp::Operands op = operands(x, out, rows, cols, bias, false, threads);
+            with_uint(row_ptr, "row_ptr", [&](auto rp) {
+                using P = std::remove_const_t<std::remove_pointer_t<decltype(rp)>>;
+                const P* gp = same_dtype<P>(group_ptr, "group_ptr", row_ptr, "row_ptr");
+                with_uint(col_idx, "col_idx", [&](auto ci) {
+                    using I = std::remove_const_t<std::remove_pointer_t<decltype(ci)>>;
+                    with_uint(value_idx, "value_idx", [&](auto vi) {
+                        using V = std::remove_const_t<std::remove_pointer_t<decltype(vi)>>;
+                        if constexpr (sizeof(V) > 2) {
+                            fail("value_idx must be uint8 or uint16");
+                        } else {
+                            sp::CserView<P, I, V> a{rows, cols, rp, gp, vi, group_ptr.shape(0) - 1, ci,
+                                                    col_idx.shape(0), values.data(), values.shape(0), omega0};
+                            nb::gil_scoped_release release;
+                            sp::cser_matmul(a, op);
+                        }
+                    });
+                });
+            });
+        },
+        "row_ptr"_a.noconvert(), "group_ptr"_a.noconvert(), "value_idx"_a.noconvert(), "col_idx"_a.noconvert(),
+        "values"_a.noconvert(), "omega0"_a, "rows"_a, "cols"_a, "x"_a.noconvert(), "out"_a.noconvert(),
+        "bias"_a.noconvert().none() = nb::none(), "threads"_a = 1,
+        nb::sig("def cser_matmul(row_ptr: " NNSQ_IDX ", group_ptr: " NNSQ_IDX ", value_idx: " NNSQ_IDX
+                ", col_idx: " NNSQ_IDX ", values: " NNSQ_F32 ", omega0: float, " NNSQ_OPERANDS
+                ", threads: int = 1) -> None"));
+
+    m.def(
+        "packed_matmul",
+        [](const Bytes& data, const Floats& table, int bits, std::size_t rows, std::size_t cols, const Input& x,
+           Output& out, const std::optional<Floats>& bias, bool affine, float scale, float offset,
+           const std::optional<Index>& corr_rows, const std::optional<Index>& corr_cols,
+           const std::optional<Floats>& corr_values, int threads) {
+            sp::Operands op = operands(x, out, rows, cols, bias, false, threads);
+            sp::PackedView a;
+            a.rows = rows;
+            a.cols = cols;
+            a.bits = bits;
+            a.data = data.data();
+            a.data_bytes = data.shape(0);
+            a.table = table.data();
+            a.table_size = table.shape(0);
+            a.affine = affine;
+            a.scale = scale;
+            a.offset = offset;
+            if (corr_rows || corr_cols || corr_values) {
+                if (!corr_rows || !corr_cols || !corr_values) fail("pass all three correction arrays or none");
+                if (corr_rows->dtype() != nb::dtype<uint32_t>() || corr_cols->dtype() != nb::dtype<uint32_t>())
+                    fail("corr_rows and corr_cols must be uint32");
+                expect_length("corr_cols", corr_cols->shape(0), corr_rows->shape(0));
+                expect_length("corr_values", corr_values->shape(0), corr_rows->shape(0));
+                if (!affine && corr_rows->shape(0)) fail("corrections apply to affine decoding only");
+                a.corr_rows = static_cast<const uint32_t*>(corr_rows->data());
+                a.corr_cols = static_cast<const uint32_t*>(corr_cols->data());
+                a.corr_values = corr_values->data();
+                a.corr_count = corr_rows->shape(0);
+            }
+            nb::gil_scoped_release release;
+            sp::packed_matmul(a, op);
+        },
+        "data"_a.noconvert(), "table"_a.noconvert(), "bits"_a, "rows"_a, "cols"_a, "x"_a.noconvert(),
+        "out"_a.noconvert(), "bias"_a.noconvert().none() = nb::none(), "affine"_a = false, "scale"_a = 1.0f,
+        "offset"_a = 0.0f, "corr_rows"_a.noconvert().none() = nb::none(),
+        "corr_cols"_a.noconvert().none() = nb::none(), "corr_values"_a.noconvert().none() = nb::none(),
+        "threads"_a = 1,
+        nb::sig("def packed_matmul(data: " NNSQ_ANN("numpy.uint8", "(None,)", ", writable=False") ", table: " NNSQ_F32
+                ", bits: int, " NNSQ_OPERANDS ", affine: bool = False, scale: float = 1.0, offset: float = 0.0, "
+                "corr_rows: " NNSQ_IDX " | None = None, corr_cols: " NNSQ_IDX " | None = None, corr_values: " NNSQ_F32
+                " | None = None, threads: int = 1) -> None"));
+}
