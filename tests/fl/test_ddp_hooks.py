@@ -41,7 +41,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, method: str) ->
         loss = loss_fn(model(x[idx]), y[idx])
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     with torch.no_grad():
         acc = float((net(data.x_test.reshape(len(data.x_test), -1)).argmax(1) == data.y_test).float().mean())
     flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
@@ -56,6 +56,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, method: str) ->
         "dense_bytes": state.dense_bytes,
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    # Both ranks leave together: tearing gloo down while the peer still talks aborts the process.
+    dist.barrier()
     dist.destroy_process_group()
 
 
