@@ -545,7 +545,22 @@ def _check_grouped(
     )
 
 
-class CER(Format):
+class _GroupedFormat(Format):
+    """What CER and CSER share: entries stored as groups of columns, ``group_ptr`` delimiting them."""
+
+    col_idx: np.ndarray
+    group_ptr: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col_idx.size)
+
+    @property
+    def groups(self) -> int:
+        return int(self.group_ptr.size - 1)
+
+
+class CER(_GroupedFormat):
     """Compressed Entropy Row.  ``omega`` lists the distinct values by decreasing frequency; omega[0]
     is implicit.  Row r owns groups ``row_ptr[r]:row_ptr[r+1]``; its t-th group holds the columns
     ``col_idx[group_ptr[g]:group_ptr[g+1]]`` of value ``omega[t + 1]`` (empty groups pad values a row
@@ -610,14 +625,6 @@ class CER(Format):
             group_ptr.astype(ptr_dt),
             g.cols.astype(_index_dtype(max(n - 1, 0), index_dtype)),
         )
-
-    @property
-    def nnz(self) -> int:
-        return int(self.col_idx.size)
-
-    @property
-    def groups(self) -> int:
-        return int(self.group_ptr.size - 1)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -684,7 +691,7 @@ def _row_nnz(row_ptr: np.ndarray, group_ptr: np.ndarray) -> np.ndarray:
     return np.diff(group_ptr.astype(np.int64)[row_ptr.astype(np.int64)])
 
 
-class CSER(Format):
+class CSER(_GroupedFormat):
     """Compressed Shared Elements Row: as CER, but each group names its value, ``values[value_idx[g]]``,
     and only non-empty groups are stored.  ``omega0`` (usually 0) is the implicit value; ``values``
     are the explicit ones by decreasing frequency."""
@@ -740,14 +747,6 @@ class CSER(Format):
             g.cols.astype(_index_dtype(max(n - 1, 0), index_dtype)),
             float(g.omega[0]) if g.omega.size else 0.0,
         )
-
-    @property
-    def nnz(self) -> int:
-        return int(self.col_idx.size)
-
-    @property
-    def groups(self) -> int:
-        return int(self.group_ptr.size - 1)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
