@@ -185,13 +185,13 @@ def _level_record(
     return _Coded(header, payload, report)
 
 
-def _code_levels(
-    t: NamedTensor, levels: np.ndarray, method: int, step: float, opts: CompressOptions
-) -> _Coded:
+def _code_uniform(t: NamedTensor, levels: np.ndarray, step: float, opts: CompressOptions) -> _Coded:
     offset = _level_offset(levels) if levels.ndim < 2 else 0
     if offset:
         levels = levels - np.int32(offset)
-    return _level_record(t, method, step, offset, cabac.encode_levels_best(levels, num_gtx=opts.num_gtx))
+    return _level_record(
+        t, Method.UNIFORM, step, offset, cabac.encode_levels_best(levels, num_gtx=opts.num_gtx)
+    )
 
 
 def _code_rdo(t: NamedTensor, step: float, opts: CompressOptions, importance: np.ndarray | None) -> _Coded:
@@ -244,7 +244,7 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
         else:
             step = opts.vector_step if vector else opts.weight_step
             levels = quantize(to_float32(t.array, t.dtype), step, name=t.name)
-            coded = _code_levels(t, levels, Method.UNIFORM, step, opts)
+            coded = _code_uniform(t, levels, step, opts)
     else:
         centred = _centred_integers(t.array)
         if centred is None:
