@@ -142,6 +142,66 @@ def encode_levels(levels: list[list[int]], num_gtx: int, fast_shift: int, slow_s
     return enc.finish()
 
 
+def encode_levels_hinted(
+    levels: list[list[int]],
+    hints: list[list[int]],
+    hint_classes: int,
+    num_gtx: int,
+    fast_shift: int,
+    slow_shift: int,
+) -> bytes:
+    """Reference of nnsqueeze::encode_levels_hinted: encode_levels with the significance context
+    chosen by (hint, scale class // 4, previous level != 0) and the sign context by
+    (hint, last nonzero sign of the row)."""
+    enc = Encoder(fast_shift, slow_shift)
+    cols = len(levels[0]) if levels else 0
+    scales = SCALE_CLASSES // 4
+    sig = [Model() for _ in range(hint_classes * scales * 2)]
+    sign = [Model() for _ in range(hint_classes * 3)]
+    gtx = [Model() for _ in range(SCALE_CLASSES * max(num_gtx, 1))]
+    prefix = [Model() for _ in range(PREFIX_CONTEXTS)]
+    col_mag = [0] * cols
+    total = count = 0
+    for r, row in enumerate(levels):
+        prev = last_sign = 0
+        mean = 0 if count == 0 else total // count
+        row_mag, log_mean = mean, _log2_quarter(mean)
+        col_shift = min(r.bit_length(), COL_SHIFT)
+        for c, q in enumerate(row):
+            h = hints[r][c]
+            lc = log_mean if r == 0 else _log2_quarter(col_mag[c])
+            cls = _log2_quarter(row_mag) + lc - log_mean - 4 * (FIXED_BITS - 4)
+            cls = min(max(cls, 0), SCALE_CLASSES - 1)
+            mag = abs(q)
+            enc.encode(int(q != 0), sig[2 * (h * scales + cls // 4) + int(prev != 0)])
+            if q != 0:
+                enc.encode(int(q < 0), sign[3 * h + last_sign])
+                k = 1
+                while k <= num_gtx:
+                    greater = int(mag > k)
+                    enc.encode(greater, gtx[cls * num_gtx + k - 1])
+                    if not greater:
+                        break
+                    k += 1
+                if k > num_gtx:
+                    rem, pos = mag - num_gtx - 1, 0
+                    while rem >= (1 << pos):
+                        enc.encode(1, prefix[min(pos, PREFIX_CONTEXTS - 1)])
+                        rem -= 1 << pos
+                        pos += 1
+                    enc.encode(0, prefix[min(pos, PREFIX_CONTEXTS - 1)])
+                    enc.bypass(rem, pos)
+                last_sign = 1 if q < 0 else 2
+            a = min(mag, MAG_CAP) << FIXED_BITS
+            rs = min((c + 1).bit_length(), ROW_SHIFT)  # c = levels already coded in this row
+            row_mag += (a - row_mag) >> rs
+            col_mag[c] = a if r == 0 else col_mag[c] + ((a - col_mag[c]) >> col_shift)
+            total += a
+            count += 1
+            prev = q
+    return enc.finish()
+
+
 def encode_bytes(data: bytes, itemsize: int) -> bytes:
     """Reference of nnsqueeze::encode_bytes."""
     enc = Encoder(5, 10)

@@ -23,7 +23,9 @@ using FloatsOut = nb::ndarray<float, nb::ndim<1>, nb::c_contig, nb::device::cpu>
 nb::bytes to_bytes(const std::vector<uint8_t>& v) { return nb::bytes(reinterpret_cast<const char*>(v.data()), v.size()); }
 
 void check_count(std::size_t rows, std::size_t cols, std::size_t count) {
-    if (rows * cols != count) throw std::invalid_argument("rows * cols does not match the number of levels");
+    // Divides rather than multiplies: rows * cols may wrap around.
+    const bool match = cols == 0 ? count == 0 : count % cols == 0 && count / cols == rows;
+    if (!match) throw std::invalid_argument("rows * cols does not match the number of levels");
 }
 
 nnsqueeze::LevelCoderParams params(int num_gtx, int fast_shift, int slow_shift) {
@@ -41,6 +43,7 @@ void bind_coding(nb::module_& m) {
     m.attr("MAX_GTX") = nnsqueeze::kMaxGtx;
     m.attr("MAX_ABS_LEVEL") = nnsqueeze::kMaxAbsLevel;
     m.attr("MAX_SHIFT") = nnsqueeze::kMaxShift;
+    m.attr("MAX_HINT_CLASSES") = nnsqueeze::kMaxHintClasses;
 
     m.def("max_elements_for_payload", &nnsqueeze::max_elements_for_payload, "payload_bytes"_a);
 
@@ -69,6 +72,37 @@ void bind_coding(nb::module_& m) {
         },
         "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a,
         "out"_a.noconvert());
+
+    m.def(
+        "encode_levels_hinted",
+        [](Levels levels, std::size_t rows, std::size_t cols, int num_gtx, int fast_shift, int slow_shift,
+           Bytes hints, int hint_classes) {
+            check_count(rows, cols, levels.shape(0));
+            check_count(rows, cols, hints.shape(0));
+            std::vector<uint8_t> out;
+            {
+                nb::gil_scoped_release release;
+                out.reserve(levels.shape(0) / 4 + 16);
+                nnsqueeze::encode_levels_hinted(levels.data(), hints.data(), rows, cols, hint_classes,
+                                                params(num_gtx, fast_shift, slow_shift), out);
+            }
+            return to_bytes(out);
+        },
+        "levels"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a,
+        "hints"_a.noconvert(), "hint_classes"_a);
+
+    m.def(
+        "decode_levels_hinted",
+        [](Bytes payload, std::size_t rows, std::size_t cols, int num_gtx, int fast_shift, int slow_shift,
+           Bytes hints, int hint_classes, LevelsOut out) {
+            check_count(rows, cols, out.shape(0));
+            check_count(rows, cols, hints.shape(0));
+            nb::gil_scoped_release release;
+            nnsqueeze::decode_levels_hinted(payload.data(), payload.shape(0), hints.data(), rows, cols, hint_classes,
+                                            params(num_gtx, fast_shift, slow_shift), out.data());
+        },
+        "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a,
+        "hints"_a.noconvert(), "hint_classes"_a, "out"_a.noconvert());
 
     m.def(
         "decode_dequantize",

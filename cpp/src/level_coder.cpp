@@ -20,6 +20,27 @@ void check_params(const LevelCoderParams& params) {
     }
 }
 
+void check_end(const ArithDecoder& dec, std::size_t size) {
+    if (dec.overrun()) throw BitstreamError("payload ends early (truncated level stream)");
+    if (dec.consumed() != size) {
+        throw BitstreamError("level stream has " + std::to_string(size - dec.consumed()) +
+                             " trailing bytes (corrupt or wrong shape)");
+    }
+}
+
+void check_hints(const uint8_t* hints, std::size_t count, int hint_classes) {
+    if (hint_classes < 1 || hint_classes > kMaxHintClasses) {
+        throw std::invalid_argument("hint_classes must be in 1.." + std::to_string(kMaxHintClasses) + ", got " +
+                                    std::to_string(hint_classes));
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+        if (hints[i] >= hint_classes) {
+            throw std::invalid_argument("hint " + std::to_string(hints[i]) + " at index " + std::to_string(i) +
+                                        " is not below hint_classes = " + std::to_string(hint_classes));
+        }
+    }
+}
+
 }  // namespace
 
 uint64_t max_elements_for_payload(std::size_t payload_bytes) {
@@ -55,6 +76,50 @@ void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols, co
     enc.finish();
 }
 
+void encode_levels_hinted(const int32_t* levels, const uint8_t* hints, std::size_t rows, std::size_t cols,
+                          int hint_classes, const LevelCoderParams& params, std::vector<uint8_t>& out) {
+    check_params(params);
+    if (cols == 0) rows = 0;
+    check_hints(hints, rows * cols, hint_classes);
+    ArithEncoder enc(out, params.rate);
+    detail::HintedContexts ctx(rows == 0 ? 0 : cols, params.num_gtx, hint_classes);
+    for (std::size_t r = 0; r < rows; ++r) {
+        ctx.start_row(r);
+        for (std::size_t c = 0; c < cols; ++c) {
+            const std::size_t i = r * cols + c;
+            const int32_t q = levels[i];
+            if ((q < 0 ? -int64_t{q} : q) > kMaxAbsLevel) {
+                throw std::invalid_argument("level " + std::to_string(q) + " at index " + std::to_string(i) +
+                                            " exceeds the codable range +-" + std::to_string(kMaxAbsLevel));
+            }
+            ctx.select(c, hints[i]);
+            detail::encode_level(enc, ctx, q, params.num_gtx);
+            ctx.update(c, q);
+        }
+    }
+    enc.finish();
+}
+
+void decode_levels_hinted(const uint8_t* data, std::size_t size, const uint8_t* hints, std::size_t rows,
+                          std::size_t cols, int hint_classes, const LevelCoderParams& params, int32_t* levels) {
+    check_params(params);
+    if (cols == 0) rows = 0;
+    check_hints(hints, rows * cols, hint_classes);
+    ArithDecoder dec(data, size, params.rate);
+    detail::HintedContexts ctx(rows == 0 ? 0 : cols, params.num_gtx, hint_classes);
+    for (std::size_t r = 0; r < rows; ++r) {
+        if (dec.overrun()) throw BitstreamError("payload ends early (truncated level stream)");
+        ctx.start_row(r);
+        for (std::size_t c = 0; c < cols; ++c) {
+            const std::size_t i = r * cols + c;
+            ctx.select(c, hints[i]);
+            levels[i] = detail::decode_level(dec, ctx, params.num_gtx);
+            ctx.update(c, levels[i]);
+        }
+    }
+    check_end(dec, size);
+}
+
 // Decodes levels in scan order and hands each to `sink.consume(index, level)`; `sink.quantizer()`
 // names the quantizer of the next level (dependent quantization; 0 otherwise).
 template <class Sink>
@@ -72,37 +137,12 @@ void decode_levels_to(const uint8_t* data, std::size_t size, std::size_t rows, s
         for (std::size_t c = 0; c < cols; ++c) {
             ctx.select(c);
             ctx.set_quantizer(sink.quantizer());
-            int32_t q = 0;
-            if (dec.decode(ctx.sig())) {
-                const bool negative = dec.decode(ctx.sign());
-                int64_t mag = 1;
-                int k = 1;
-                for (; k <= n; ++k) {
-                    if (!dec.decode(ctx.gtx(k))) break;
-                    ++mag;
-                }
-                if (k > n) {
-                    int pos = 0;
-                    uint64_t rem = 0;
-                    while (dec.decode(ctx.prefix(pos))) {
-                        rem += uint64_t{1} << pos;
-                        if (++pos > 30) throw BitstreamError("corrupt level stream (Exp-Golomb prefix too long)");
-                    }
-                    rem += dec.decode_bypass(pos);
-                    mag = n + 1 + static_cast<int64_t>(rem);
-                    if (mag > kMaxAbsLevel) throw BitstreamError("corrupt level stream (level out of range)");
-                }
-                q = static_cast<int32_t>(negative ? -mag : mag);
-            }
+            const int32_t q = detail::decode_level(dec, ctx, n);
             sink.consume(r * cols + c, q);
             ctx.update(c, q);
         }
     }
-    if (dec.overrun()) throw BitstreamError("payload ends early (truncated level stream)");
-    if (dec.consumed() != size) {
-        throw BitstreamError("level stream has " + std::to_string(size - dec.consumed()) +
-                             " trailing bytes (corrupt or wrong shape)");
-    }
+    check_end(dec, size);
 }
 
 namespace {

@@ -67,6 +67,9 @@ public:
     // Dependent quantization: which of the two quantizers codes the next level (0 otherwise).
     void set_quantizer(int qid) { qid_ = qid; }
 
+    int scale_class() const { return cls_; }
+    int32_t previous() const { return prev_; }
+
     ContextModel& sig() { return sig_[2 * (qid_ * kScaleClasses + cls_) + (prev_ != 0)]; }
     ContextModel& sign() { return sign_[prev_ == 0 ? 0 : (prev_ < 0 ? 1 : 2)]; }
     ContextModel& gtx(int k) { return gtx_[cls_ * num_gtx_ + (k - 1)]; }
@@ -101,8 +104,51 @@ private:
     int32_t prev_ = 0;
 };
 
+// Contexts of the hinted coder: LevelContexts, with the significance and sign bins also
+// conditioned on a per-element hint class that encoder and decoder both know.  Significance
+// uses a quarter of the scale classes, so that hint classes x scales stay learnable on small
+// tensors; the sign follows the last nonzero sign of the row (update rows often share one
+// sign: with ReLU inputs, a linear layer's update row is delta_i times non-negative inputs).
+class HintedContexts {
+public:
+    static constexpr int kScales = kScaleClasses / 4;
+
+    HintedContexts(std::size_t cols, int num_gtx, int hint_classes)
+        : base_(cols, num_gtx),
+          sig_(static_cast<std::size_t>(hint_classes) * kScales * 2),
+          sign_(static_cast<std::size_t>(hint_classes) * 3) {}
+
+    void start_row(std::size_t row) {
+        base_.start_row(row);
+        last_sign_ = 0;
+    }
+
+    void select(std::size_t col, uint8_t hint) {
+        base_.select(col);
+        hint_ = hint;
+    }
+
+    ContextModel& sig() {
+        return sig_[2 * (hint_ * kScales + base_.scale_class() / 4) + (base_.previous() != 0)];
+    }
+    ContextModel& sign() { return sign_[3 * hint_ + last_sign_]; }
+    ContextModel& gtx(int k) { return base_.gtx(k); }
+    ContextModel& prefix(int pos) { return base_.prefix(pos); }
+
+    void update(std::size_t col, int32_t level) {
+        base_.update(col, level);
+        if (level != 0) last_sign_ = level < 0 ? 1 : 2;
+    }
+
+private:
+    LevelContexts base_;
+    std::vector<ContextModel> sig_, sign_;
+    int hint_ = 0, last_sign_ = 0;
+};
+
 // Codes one level with the current contexts (which must have been selected for it).
-inline void encode_level(ArithEncoder& enc, LevelContexts& ctx, int32_t q, int num_gtx) {
+template <class Contexts>
+void encode_level(ArithEncoder& enc, Contexts& ctx, int32_t q, int num_gtx) {
     const int64_t mag = q < 0 ? -int64_t{q} : q;
     enc.encode(q != 0, ctx.sig());
     if (q == 0) return;
@@ -123,6 +169,31 @@ inline void encode_level(ArithEncoder& enc, LevelContexts& ctx, int32_t q, int n
     }
     enc.encode(0, ctx.prefix(pos));
     enc.encode_bypass(static_cast<uint32_t>(rem), pos);
+}
+
+// Decodes one level with the current contexts (which must have been selected for it).
+template <class Contexts>
+int32_t decode_level(ArithDecoder& dec, Contexts& ctx, int num_gtx) {
+    if (!dec.decode(ctx.sig())) return 0;
+    const bool negative = dec.decode(ctx.sign());
+    int64_t mag = 1;
+    int k = 1;
+    for (; k <= num_gtx; ++k) {
+        if (!dec.decode(ctx.gtx(k))) break;
+        ++mag;
+    }
+    if (k > num_gtx) {
+        int pos = 0;
+        uint64_t rem = 0;
+        while (dec.decode(ctx.prefix(pos))) {
+            rem += uint64_t{1} << pos;
+            if (++pos > 30) throw BitstreamError("corrupt level stream (Exp-Golomb prefix too long)");
+        }
+        rem += dec.decode_bypass(pos);
+        mag = num_gtx + 1 + static_cast<int64_t>(rem);
+        if (mag > kMaxAbsLevel) throw BitstreamError("corrupt level stream (level out of range)");
+    }
+    return static_cast<int32_t>(negative ? -mag : mag);
 }
 
 // Estimated bits of the magnitude part of a level (the "abs > k" flags and the remainder),

@@ -10,6 +10,7 @@ import pytest
 
 from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
 from nnsqueeze.fl.compressors import (
+    CabacPreviousUpdate,
     CabacQuantized,
     Compressor,
     Identity,
@@ -42,6 +43,8 @@ ALL: list[Compressor] = [
     SparseTernary(0.05),
     CabacQuantized(2),
     CabacQuantized(4),
+    CabacPreviousUpdate(2),
+    CabacPreviousUpdate(2).with_reference(update(9)),
 ]
 
 
@@ -113,6 +116,39 @@ def test_cabac_smaller_than_zlib_on_2bit_levels() -> None:
     levels, _ = c.levels(x[0])
     packed = np.packbits(((levels.reshape(-1) + 1).astype(np.uint8)[:, None] >> np.array([1, 0])) & 1)
     assert len(c.encode(x)) < len(zlib.compress(packed.tobytes(), 9))
+
+
+def test_cabac_previous_update_codes_the_same_levels_in_fewer_bytes() -> None:
+    """Both sides move to the applied update after a round; the next update, correlated with it,
+    decodes to exactly what ``cabac`` would send and costs fewer bytes."""
+    rng = np.random.default_rng(4)
+    drift = [rng.normal(0, 0.1, s).astype(np.float32) for s in SHAPES]
+    first = [d + rng.normal(0, 0.05, d.shape).astype(np.float32) for d in drift]
+    second = [d + rng.normal(0, 0.05, d.shape).astype(np.float32) for d in drift]
+    sender = receiver = CabacPreviousUpdate(2)
+    message, sent = sender.roundtrip(first)
+    assert all(np.array_equal(a, b) for a, b in zip(receiver.decode(message, SHAPES), sent, strict=True))
+    sender, receiver = sender.with_reference(sent), receiver.with_reference(sent)
+    message = sender.encode(second)
+    plain_message, plain = CabacQuantized(2).roundtrip(second)
+    decoded = receiver.decode(message, SHAPES)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, plain, strict=True))
+    assert len(message) < 0.9 * len(plain_message)
+
+
+def test_cabac_previous_update_refuses_a_reference_that_does_not_fit() -> None:
+    c = CabacPreviousUpdate(2).with_reference(update()[:2])
+    with pytest.raises(ConfigError, match="reference has shapes"):
+        c.encode(update())
+    with pytest.raises(ConfigError, match="reference has shapes"):
+        c.decode(b"", SHAPES)
+
+
+def test_cabac_previous_update_is_not_plain_cabac() -> None:
+    message = CabacPreviousUpdate(2).encode(update())
+    with pytest.raises(BitstreamError, match="method"):
+        CabacQuantized(2).decode(message, SHAPES)
+    assert isinstance(make_compressor("cabac-prev"), CabacPreviousUpdate)
 
 
 def test_cabac_refuses_nan() -> None:

@@ -43,6 +43,18 @@ void encode_levels(const int32_t* levels, std::size_t rows, std::size_t cols,
 void decode_levels(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
                    const LevelCoderParams& params, int32_t* levels);
 
+// Hinted variant (not used by the .nnsq format): the significance and sign contexts are also
+// selected by hints[i] in 0..hint_classes-1, a class of element i that the decoder knows too
+// (in federated learning: the previous global update at that position).  Throws
+// std::invalid_argument for hints or hint_classes out of range.
+inline constexpr int kMaxHintClasses = 32;
+
+void encode_levels_hinted(const int32_t* levels, const uint8_t* hints, std::size_t rows, std::size_t cols,
+                          int hint_classes, const LevelCoderParams& params, std::vector<uint8_t>& out);
+
+void decode_levels_hinted(const uint8_t* data, std::size_t size, const uint8_t* hints, std::size_t rows,
+                          std::size_t cols, int hint_classes, const LevelCoderParams& params, int32_t* levels);
+
 // decode_levels fused with reconstruction: values = float((level + offset) * step).
 void decode_dequantize(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
                        const LevelCoderParams& params, int64_t offset, double step, float* values);

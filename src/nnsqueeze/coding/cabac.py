@@ -20,6 +20,7 @@ from nnsqueeze.errors import BitstreamError, ConfigError
 
 MAX_GTX: int = _core.MAX_GTX
 MAX_ABS_LEVEL: int = _core.MAX_ABS_LEVEL
+MAX_HINT_CLASSES: int = _core.MAX_HINT_CLASSES
 DEFAULT_GTX = 24
 
 
@@ -75,6 +76,70 @@ def encode_levels(
     return _core.encode_levels(flat, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift)
 
 
+def _checked_hints(hints: np.ndarray, shape: tuple[int, ...], hint_classes: int) -> np.ndarray:
+    """The hints as a flat uint8 array, refused unless they fit ``shape`` and ``0..hint_classes-1``."""
+    if not 1 <= hint_classes <= MAX_HINT_CLASSES:
+        msg = f"hint_classes must be in 1..{MAX_HINT_CLASSES}, got {hint_classes}"
+        raise ConfigError(msg)
+    if hints.dtype != np.uint8 or hints.shape != shape:
+        msg = f"hints must be a uint8 array of the levels' shape {shape}, got {hints.dtype} {hints.shape}"
+        raise ConfigError(msg)
+    if hints.size and int(hints.max()) >= hint_classes:
+        msg = f"hints must be below hint_classes = {hint_classes}, got {int(hints.max())}"
+        raise ConfigError(msg)
+    return np.ascontiguousarray(hints).reshape(-1)
+
+
+def encode_levels_hinted(
+    levels: np.ndarray,
+    hints: np.ndarray,
+    hint_classes: int,
+    *,
+    num_gtx: int = DEFAULT_GTX,
+    adaptation: Adaptation | None = None,
+) -> bytes:
+    """Codes levels like :func:`encode_levels`, with the significance and sign contexts also chosen
+    by ``hints`` (uint8, the levels' shape, values in ``0..hint_classes-1``): a class per element
+    that the decoder knows as well, such as the previous global update in federated learning.
+    Not part of the ``.nnsq`` format.
+
+    >>> levels = np.array([[0, 1, -1], [0, 0, 1]], dtype=np.int32)
+    >>> hints = np.array([[0, 2, 1], [0, 1, 2]], dtype=np.uint8)
+    >>> payload = encode_levels_hinted(levels, hints, 3)
+    >>> decode_levels_hinted(payload, levels.shape, hints, 3).tolist()
+    [[0, 1, -1], [0, 0, 1]]
+    """
+    if levels.dtype != np.int32:
+        msg = f"levels must be int32, got {levels.dtype}"
+        raise ConfigError(msg)
+    if not 0 <= num_gtx <= MAX_GTX:
+        msg = f"num_gtx must be in 0..{MAX_GTX}, got {num_gtx}"
+        raise ConfigError(msg)
+    flat_hints = _checked_hints(hints, levels.shape, hint_classes)
+    rate = adaptation or adaptation_for_size(levels.size)
+    rows, cols = rows_cols(levels.shape)
+    flat = np.ascontiguousarray(levels).reshape(-1)
+    return _core.encode_levels_hinted(
+        flat, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, flat_hints, hint_classes
+    )
+
+
+def decode_levels_hinted(
+    payload: bytes,
+    shape: tuple[int, ...],
+    hints: np.ndarray,
+    hint_classes: int,
+    *,
+    num_gtx: int = DEFAULT_GTX,
+    adaptation: Adaptation | None = None,
+) -> np.ndarray:
+    """Decodes levels written by :func:`encode_levels_hinted` with the same hints and parameters."""
+    flat_hints = _checked_hints(hints, shape, hint_classes)
+    return _decode(
+        _core.decode_levels_hinted, payload, shape, np.int32, num_gtx, adaptation, flat_hints, hint_classes
+    )
+
+
 def candidate_settings(count: int, num_gtx: int | None) -> list[tuple[int, Adaptation]]:
     """Coder settings worth trying for a tensor of ``count`` levels.  Only small tensors try
     several (it is cheap there and gains a few percent); larger ones gain < 0.01 % from a search."""
@@ -107,16 +172,17 @@ def _decode(
     dtype: type[np.generic],
     num_gtx: int,
     adaptation: Adaptation | None,
-    *reconstruction: float,
+    *extra: float | np.ndarray,
 ) -> np.ndarray:
-    """Runs one of the core's level decoders into a fresh array of ``shape``."""
+    """Runs one of the core's level decoders into a fresh array of ``shape``; ``extra`` are the
+    decoder's own arguments (reconstruction, hints)."""
     count = _checked_count(payload, shape)
     rate = adaptation or adaptation_for_size(count)
     rows, cols = rows_cols(shape)
     out = np.empty(count, dtype=dtype)
     data = np.frombuffer(payload, dtype=np.uint8)
     try:
-        core_decode(data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, *reconstruction, out)
+        core_decode(data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, *extra, out)
     except _core.CoreBitstreamError as exc:
         raise BitstreamError(str(exc)) from None
     return out.reshape(shape)
