@@ -3,8 +3,11 @@
 Compressors that produce real bytes (:mod:`.compressors`), optimal Golomb position coding
 (:mod:`.golomb`), error feedback and DGC (:mod:`.error_feedback`), client partitions
 (:mod:`.partition`) and an in-process FedAvg simulator (:mod:`.simulation`).  The torch.distributed
-hooks live in :mod:`.ddp_hooks` (import it explicitly).
+hooks live in :mod:`.ddp_hooks` (import it explicitly); the Flower Mod and Strategy in :mod:`.flower`
+(``make_compression_mod``, ``CompressedFedAvg``; they need the ``flower`` extra).
 """
+
+from typing import Any
 
 from nnsqueeze.fl.compressors import (
     CabacQuantized,
@@ -40,3 +43,13 @@ __all__ = [
     "plot_results",
     "run_simulation",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The Flower pieces need the optional flwr: import them only when asked for.
+    if name in ("CompressedFedAvg", "make_compression_mod"):
+        from nnsqueeze.fl import flower
+
+        return getattr(flower, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,228 @@
+"""Flower integration: clients upload compressed update bytes, the server decodes them before averaging.
+
+Two pieces, used together (``pip install "nnsqueeze[flower]"``):
+
+* :func:`make_compression_mod` builds a client Mod, ``mod(msg, ctx, call_next)``.  It runs the train
+  handler, takes ``local - global`` per array, adds the error-feedback residual (kept in ``ctx.state``
+  across rounds, as ``.npy`` arrays, never pickled), and replaces the reply's ArrayRecord with a single
+  :class:`flwr.app.Array` of ``stype`` ``"nnsqueeze/<compressor>"`` holding one update message of
+  :mod:`nnsqueeze.fl.compressors`.  It adds ``bytes-up`` (the message) and ``dense-bytes-up`` (the
+  float arrays it replaces) to the reply's MetricRecord.
+* :class:`CompressedFedAvg` is FedAvg whose ``aggregate_train`` decodes every reply against the global
+  arrays it sent (names, shapes and dtypes never travel), excludes replies that are errors, malformed,
+  corrupt or non-finite with a logged reason, and returns ``global + sum_i w_i delta_i`` with
+  ``w_i`` proportional to ``num-examples``.
+
+Evaluate and query messages pass through the Mod unchanged.
+
+>>> from flwr.clientapp import ClientApp  # doctest: +SKIP
+>>> app = ClientApp(mods=[make_compression_mod("stc", sparsity=0.01)])  # doctest: +SKIP
+>>> strategy = CompressedFedAvg("stc", fraction_evaluate=0.0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from nnsqueeze.errors import BitstreamError, ConfigError, MissingDependencyError, NnsqueezeError, TensorError
+from nnsqueeze.fl.compressors import Compressor, make_compressor
+from nnsqueeze.fl.error_feedback import ErrorFeedback
+from nnsqueeze.fl.simulation import fedavg
+
+try:
+    from flwr.app import (
+        Array,
+        ArrayRecord,
+        ConfigRecord,
+        Context,
+        Message,
+        MessageType,
+        MetricRecord,
+        RecordDict,
+    )
+    from flwr.clientapp.typing import ClientAppCallable, Mod
+    from flwr.serverapp import Grid
+    from flwr.serverapp.strategy import FedAvg
+except ImportError as exc:  # the module is the Flower extra; say how to get it
+    msg = 'nnsqueeze.fl.flower needs Flower: pip install "nnsqueeze[flower]"'
+    raise MissingDependencyError(msg) from exc
+
+log = logging.getLogger("nnsqueeze.fl")
+
+STYPE_PREFIX = "nnsqueeze/"
+PAYLOAD_KEY = "update"
+RESIDUAL_KEY = "nnsqueeze-residual"
+
+
+def _the_array_record(content: RecordDict, what: str) -> tuple[str, ArrayRecord]:
+    records = content.array_records
+    if len(records) != 1:
+        msg = f"{what} must hold exactly one ArrayRecord, found {len(records)}"
+        raise ConfigError(msg)
+    return next(iter(records.items()))
+
+
+def _the_metric_record(content: RecordDict, what: str) -> MetricRecord:
+    records = content.metric_records
+    if len(records) != 1:
+        msg = f"{what} must hold exactly one MetricRecord (with num-examples), found {len(records)}"
+        raise ConfigError(msg)
+    return next(iter(records.values()))
+
+
+def _codec(compressor: str | Compressor, sparsity: float, bits: int) -> Compressor:
+    if isinstance(compressor, Compressor):
+        return compressor
+    return make_compressor(compressor, sparsity=sparsity, bits=bits)
+
+
+def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def _load_residual(state: RecordDict, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """The residual kept from the last round; empty if none or if the model's arrays changed."""
+    record = state.array_records.get(RESIDUAL_KEY)
+    if record is None:
+        return []
+    residual = [array.numpy() for array in record.values()]
+    if [r.shape for r in residual] != shapes:
+        log.warning("error-feedback residual does not match the model's arrays; starting a new one")
+        return []
+    return residual
+
+
+def make_compression_mod(
+    compressor: str | Compressor = "stc",
+    *,
+    sparsity: float = 0.01,
+    bits: int = 2,
+    error_feedback: bool = True,
+) -> Mod:
+    """A client Mod that replaces the train reply's arrays by one compressed update message.
+
+    ``compressor`` is a :class:`Compressor` or a name for :func:`make_compressor` (``sparsity`` and
+    ``bits`` go to it).  The server must run :class:`CompressedFedAvg` with the same compressor.
+    """
+    codec = _codec(compressor, sparsity, bits)
+
+    def compression_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, ctx)
+        global_arrays = _numpy(_the_array_record(msg.content, "the train message")[1])
+        reply = call_next(msg, ctx)
+        if reply.has_error():
+            return reply
+        key, local_record = _the_array_record(reply.content, "the train reply")
+        local = _numpy(local_record)
+        if list(local) != list(global_arrays):
+            reason = f"the train reply's arrays {list(local)} are not the global arrays {list(global_arrays)}"
+            raise ConfigError(reason)
+        delta = [(local[n].astype(np.float64) - g).astype(np.float32) for n, g in global_arrays.items()]
+        if not all(np.all(np.isfinite(d)) for d in delta):
+            # raising makes Flower send an error reply, and the residual stays clean
+            reason = "the local model has NaN/Inf values; no update is sent"
+            raise TensorError(reason)
+        ef = ErrorFeedback(codec, enabled=error_feedback)
+        if error_feedback:
+            ef.residual = _load_residual(ctx.state, [d.shape for d in delta])
+        message, _ = ef.step(delta)
+        if error_feedback:
+            ctx.state[RESIDUAL_KEY] = ArrayRecord(
+                {n: Array(r) for n, r in zip(global_arrays, ef.residual, strict=True)}
+            )
+        metrics = _the_metric_record(reply.content, "the train reply")
+        payload = Array(dtype="uint8", shape=(len(message),), stype=STYPE_PREFIX + codec.name, data=message)
+        reply.content[key] = ArrayRecord({PAYLOAD_KEY: payload})
+        metrics["bytes-up"] = len(message)
+        metrics["dense-bytes-up"] = sum(a.nbytes for a in local.values())
+        return reply
+
+    return compression_mod
+
+
+class CompressedFedAvg(FedAvg):
+    """FedAvg over the update messages of :func:`make_compression_mod` clients.
+
+    ``compressor`` (or a name with ``bits`` for ``cabac``) decodes the replies; the remaining keyword
+    arguments are FedAvg's (``fraction_train``, ``min_available_nodes``, ``weighted_by_key``, ...).
+    """
+
+    def __init__(self, compressor: str | Compressor = "stc", *, bits: int = 2, **fedavg: Any) -> None:
+        super().__init__(**fedavg)
+        self.compressor = _codec(compressor, 1.0, bits)  # sparsity is read from the payload
+        self._global: dict[str, np.ndarray] = {}
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's train messages; the arrays are kept to add the clients' deltas to."""
+        self._global = _numpy(arrays)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The global arrays plus the weighted mean of the decoded deltas, and the mean train metrics.
+
+        ``(None, None)`` when no reply is usable; the strategy then keeps the current model.
+        """
+        deltas: list[list[np.ndarray]] = []
+        weights: list[float] = []
+        contents: list[RecordDict] = []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                log.warning(
+                    "round %d: node %d excluded: error reply: %s", server_round, node, reply.error.reason
+                )
+                continue
+            try:
+                delta, weight = self._decode(reply.content)
+            except NnsqueezeError as exc:
+                log.warning("round %d: node %d excluded: %s", server_round, node, exc)
+                continue
+            deltas.append(delta)
+            weights.append(weight)
+            contents.append(reply.content)
+        if not deltas:
+            log.warning("round %d: no usable update; the global model is unchanged", server_round)
+            return None, None
+        mean = fedavg(deltas, weights)
+        arrays = ArrayRecord(
+            {name: Array(_add(g, d)) for (name, g), d in zip(self._global.items(), mean, strict=True)}
+        )
+        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+
+    def _decode(self, content: RecordDict) -> tuple[list[np.ndarray], float]:
+        """One reply's deltas and weight; raises an :class:`NnsqueezeError` saying what is wrong."""
+        _, record = _the_array_record(content, "the reply")
+        weight = _the_metric_record(content, "the reply").get(self.weighted_by_key)
+        if not isinstance(weight, int | float) or not weight > 0:
+            msg = f"{self.weighted_by_key!r} must be a positive number, got {weight!r}"
+            raise ConfigError(msg)
+        stype = STYPE_PREFIX + self.compressor.name
+        array = record.get(PAYLOAD_KEY)
+        if array is None or len(record) != 1 or array.stype != stype:
+            found = {k: a.stype for k, a in record.items()}
+            msg = f"expected one array {PAYLOAD_KEY!r} of stype {stype!r}, found {found}"
+            raise BitstreamError(msg)
+        delta = self.compressor.decode(array.data, [g.shape for g in self._global.values()])
+        bad = [n for n, d in zip(self._global, delta, strict=True) if not np.all(np.isfinite(d))]
+        if bad:
+            msg = f"non-finite values in {', '.join(bad)}"
+            raise TensorError(msg)
+        return delta, float(weight)
+
+
+def _add(global_array: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """``global + delta`` in the global array's dtype (integer buffers, e.g. step counters, are rounded)."""
+    total = global_array.astype(np.float64) + delta
+    if np.issubdtype(global_array.dtype, np.integer):
+        total = np.rint(total)
+    out: np.ndarray = total.astype(global_array.dtype)
+    return out

@@ -1,0 +1,1 @@
+"""Flower test app: an MLP on the digits with nnsqueeze-compressed uploads."""

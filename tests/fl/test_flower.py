@@ -1,0 +1,346 @@
+"""Flower Mod and Strategy: in-process round trips, and a real SuperLink with two SuperNodes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore.task_identity import TaskIdentity
+
+from nnsqueeze.errors import MissingDependencyError, TensorError
+from nnsqueeze.fl.compressors import SparseTernary, TopK
+from nnsqueeze.fl.flower import PAYLOAD_KEY, RESIDUAL_KEY, CompressedFedAvg, make_compression_mod
+from nnsqueeze.fl.simulation import fedavg
+
+SHAPES = {"w": (12, 10), "b": (10,)}
+APP = Path(__file__).parent / "flower_app"
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Outside a run Flower refuses to create instruction messages (FedAvg.configure_train does):
+    # the ids a SuperLink would assign live in this internal class.
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+class _Grid:
+    """What FedAvg.configure_train asks of a Grid: the connected nodes."""
+
+    def get_node_ids(self) -> list[int]:
+        return [1, 2]
+
+
+def _arrays(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
+
+
+def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v) for k, v in arrays.items()})
+
+
+def _context(node_id: int) -> Context:
+    return Context(run_id=1, node_id=node_id, node_config={}, state=RecordDict(), run_config={})
+
+
+def _trainer(local: dict[str, np.ndarray], examples: int) -> Callable[[Message, Context], Message]:
+    """A train handler that replies with ``local`` as its model."""
+
+    def train(msg: Message, ctx: Context) -> Message:
+        metrics = MetricRecord({"num-examples": examples, "train-loss": float(examples) / 10})
+        content = RecordDict({"arrays": _record(local), "metrics": metrics})
+        return Message(content=content, reply_to=msg)
+
+    return train
+
+
+def _round(
+    strategy: FedAvg,
+    global_arrays: dict[str, np.ndarray],
+    locals_: list[dict[str, np.ndarray]],
+    mod: Callable[..., Message] | None,
+    contexts: list[Context] | None = None,
+) -> list[Message]:
+    """One train round up to the replies: configure_train, then each node's handler (through ``mod``)."""
+    messages = strategy.configure_train(1, _record(global_arrays), ConfigRecord(), _Grid())
+    messages = sorted(messages, key=lambda m: m.metadata.dst_node_id)  # FedAvg samples in random order
+    contexts = contexts or [_context(m.metadata.dst_node_id) for m in messages]
+    replies = []
+    for msg, ctx, local, examples in zip(messages, contexts, locals_, (30, 10), strict=True):
+        handler = _trainer(local, examples)
+        replies.append(handler(msg, ctx) if mod is None else mod(msg, ctx, handler))
+    return replies
+
+
+def _as_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: a.numpy() for k, a in record.items()}
+
+
+def test_identity_compressor_gives_plain_fedavg() -> None:
+    g, locals_ = _arrays(0), [_arrays(1), _arrays(2)]
+    plain = FedAvg()
+    expected, expected_metrics = plain.aggregate_train(1, _round(plain, g, locals_, None))
+    strategy = CompressedFedAvg("identity")
+    replies = _round(strategy, g, locals_, make_compression_mod("identity"))
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    assert expected is not None
+    assert metrics is not None
+    got, want = _as_numpy(arrays), _as_numpy(expected)
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].dtype == np.float32
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-6)
+    assert metrics["train-loss"] == pytest.approx(expected_metrics["train-loss"])
+    dense = sum(a.nbytes for a in g.values())
+    assert metrics["dense-bytes-up"] == dense
+    assert dense < metrics["bytes-up"] < dense + 16  # framing: magic, ids, lengths, CRC
+
+
+def test_stc_replies_carry_bytes_and_average_the_decoded_deltas() -> None:
+    g, locals_ = _arrays(0), [_arrays(1), _arrays(2)]
+    strategy = CompressedFedAvg("stc")
+    replies = _round(strategy, g, locals_, make_compression_mod("stc", sparsity=0.1))
+    for reply in replies:
+        (record,) = reply.content.array_records.values()
+        assert list(record) == [PAYLOAD_KEY]
+        assert record[PAYLOAD_KEY].stype == "nnsqueeze/stc"
+        (metrics,) = reply.content.metric_records.values()
+        assert metrics["bytes-up"] == len(record[PAYLOAD_KEY].data)
+        assert 10 * metrics["bytes-up"] < metrics["dense-bytes-up"]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    # the oracle: the clients' own STC round trips, averaged 30:10 by num-examples
+    sent = [SparseTernary(0.1).roundtrip([loc[k] - g[k] for k in SHAPES])[1] for loc in locals_]
+    mean = fedavg(sent, [30, 10])
+    for (k, got), d in zip(_as_numpy(arrays).items(), mean, strict=True):
+        np.testing.assert_allclose(got, g[k] + d, atol=1e-6)
+
+
+def _flip_a_byte(reply: Message) -> None:
+    (record,) = reply.content.array_records.values()
+    data = bytearray(record[PAYLOAD_KEY].data)
+    data[len(data) // 2] ^= 0x40
+    record[PAYLOAD_KEY] = Array(dtype="uint8", shape=(len(data),), stype="nnsqueeze/topk", data=bytes(data))
+
+
+def _nan_update(reply: Message) -> None:
+    (record,) = reply.content.array_records.values()
+    message = TopK(0.1).encode([np.full(s, np.nan, np.float32) for s in SHAPES.values()])
+    record[PAYLOAD_KEY] = Array(dtype="uint8", shape=(len(message),), stype="nnsqueeze/topk", data=message)
+
+
+def _dense_arrays(reply: Message) -> None:
+    (key,) = reply.content.array_records
+    reply.content[key] = _record(_arrays(5))
+
+
+def _no_weight(reply: Message) -> None:
+    (metrics,) = reply.content.metric_records.values()
+    del metrics["num-examples"]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "reason"),
+    [
+        (_flip_a_byte, "update message checksum mismatch"),
+        (_nan_update, "non-finite values in w, b"),
+        (_dense_arrays, "expected one array 'update' of stype 'nnsqueeze/topk'"),
+        (_no_weight, "'num-examples' must be a positive number"),
+    ],
+)
+def test_a_bad_reply_is_excluded_with_its_reason(
+    corrupt: Callable[[Message], None], reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    g, locals_ = _arrays(0), [_arrays(1), _arrays(2)]
+    strategy = CompressedFedAvg("topk")
+    replies = _round(strategy, g, locals_, make_compression_mod("topk", sparsity=0.1))
+    corrupt(replies[1])
+    with caplog.at_level(logging.WARNING, logger="nnsqueeze.fl"):
+        arrays, metrics = strategy.aggregate_train(3, replies)
+    assert arrays is not None
+    assert metrics is not None
+    assert f"round 3: node 2 excluded: {reason}" in caplog.text
+    # only node 1's update is applied
+    sent = TopK(0.1).roundtrip([locals_[0][k] - g[k] for k in SHAPES])[1]
+    for (k, got), d in zip(_as_numpy(arrays).items(), sent, strict=True):
+        np.testing.assert_allclose(got, g[k] + d, atol=1e-6)
+
+
+def test_error_replies_are_excluded_and_no_usable_reply_keeps_the_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    strategy = CompressedFedAvg("stc")
+    messages = list(strategy.configure_train(1, _record(_arrays(0)), ConfigRecord(), _Grid()))
+    replies = [Message(Error(code=0, reason="client crashed"), reply_to=m) for m in messages]
+    with caplog.at_level(logging.WARNING, logger="nnsqueeze.fl"):
+        assert strategy.aggregate_train(1, replies) == (None, None)
+    assert "node 1 excluded: error reply: client crashed" in caplog.text
+    assert "round 1: no usable update; the global model is unchanged" in caplog.text
+
+
+def test_error_feedback_residual_persists_in_the_context_state() -> None:
+    g = _arrays(0)
+    strategy = CompressedFedAvg("topk")
+    mod = make_compression_mod("topk", sparsity=0.05)
+    contexts = [_context(1), _context(2)]
+    residual_before = dict.fromkeys(SHAPES, np.float32(0))
+    for rnd in range(2):
+        locals_ = [_arrays(10 + rnd), _arrays(20 + rnd)]
+        replies = _round(strategy, g, locals_, mod, contexts)
+        (record,) = replies[0].content.array_records.values()
+        sent = strategy.compressor.decode(record[PAYLOAD_KEY].data, list(SHAPES.values()))
+        residual = _as_numpy(contexts[0].state[RESIDUAL_KEY])
+        assert list(residual) == list(SHAPES)
+        for (k, r), s in zip(residual.items(), sent, strict=True):
+            # error feedback: what is sent plus what is kept = this delta plus what was kept before
+            np.testing.assert_allclose(s + r, locals_[0][k] - g[k] + residual_before[k], atol=1e-5)
+        residual_before = residual
+
+
+def test_without_error_feedback_nothing_is_stored() -> None:
+    ctx = _context(1)
+    _round(
+        CompressedFedAvg("stc"),
+        _arrays(0),
+        [_arrays(1), _arrays(2)],
+        make_compression_mod("stc", error_feedback=False),
+        [ctx, _context(2)],
+    )
+    assert RESIDUAL_KEY not in ctx.state
+
+
+def test_a_non_finite_local_model_raises_and_keeps_the_residual_clean() -> None:
+    g, ctx = _arrays(0), _context(1)
+    bad = _arrays(1)
+    bad["w"][0, 0] = np.inf
+    with pytest.raises(TensorError, match="NaN/Inf"):
+        _round(CompressedFedAvg("stc"), g, [bad, _arrays(2)], make_compression_mod("stc"), [ctx, _context(2)])
+    assert RESIDUAL_KEY not in ctx.state
+
+
+def test_evaluate_messages_pass_through() -> None:
+    strategy = FedAvg()
+    (msg, _) = strategy.configure_evaluate(1, _record(_arrays(0)), ConfigRecord(), _Grid())
+    reply = _trainer(_arrays(1), 5)(msg, _context(1))
+    assert make_compression_mod("stc")(msg, _context(1), lambda m, c: reply) is reply
+    assert reply.content["arrays"]["w"].stype == "numpy.ndarray"
+
+
+def test_missing_flower_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "flwr.app", None)  # makes `import flwr.app` fail
+    monkeypatch.delitem(sys.modules, "nnsqueeze.fl.flower")
+    with pytest.raises(MissingDependencyError, match=r'pip install "nnsqueeze\[flower\]"'):
+        import nnsqueeze.fl.flower  # noqa: F401
+
+
+# --- deployment: flower-superlink, two flower-supernodes and `flwr run`, all on 127.0.0.1 -------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"flower-superlink did not listen on {port} within {timeout} s")
+
+
+@pytest.fixture
+def flower_env(tmp_path: Path) -> dict[str, str]:
+    """A private FLWR_HOME, no telemetry and no update check (the test runs offline)."""
+    home = tmp_path / "flwr_home"
+    home.mkdir()
+    return {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+    }
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Starts Flower daemons in their own process groups and always stops them (and their children)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        exe = str(Path(sys.executable).parent / name)
+        with (tmp_path / f"{name}-{len(procs)}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [exe, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        procs.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _logs(tmp_path: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(tmp_path.glob("*.log")))
+
+
+@pytest.mark.slow  # about 45 s: each round starts a ClientApp process (torch import) per SuperNode
+def test_deployment_two_supernodes_upload_compressed_updates(
+    tmp_path: Path, flower_env: dict[str, str], spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    port = _free_port()
+    superlink = spawn(
+        "flower-superlink",
+        ["--insecure", "--disable-runtime-dependency-installation", "--port", str(port)],
+        flower_env,
+    )
+    for i in range(2):
+        args = ["--insecure", "--superlink", f"127.0.0.1:{port}", "--port", str(_free_port())]
+        spawn("flower-supernode", [*args, "--node-config", f"partition-id={i} num-partitions=2"], flower_env)
+    _wait_for_port(port, superlink, timeout=30)
+    (Path(flower_env["FLWR_HOME"]) / "config.toml").write_text(
+        f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    result_path = tmp_path / "result.json"
+    flwr = str(Path(sys.executable).parent / "flwr")
+    command = [flwr, "run", str(APP), "test", "--stream", "--run-config", f'result-path="{result_path}"']
+    run = subprocess.run(command, env=flower_env, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr + _logs(tmp_path)
+    assert result_path.exists(), run.stdout + _logs(tmp_path)
+    summary = json.loads(result_path.read_text())
+    assert sorted(summary["train"]) == ["1", "2"]
+    for metrics in summary["train"].values():
+        assert 0 < 20 * metrics["bytes-up"] < metrics["dense-bytes-up"]
