@@ -66,6 +66,16 @@ def test_participation_and_downstream(digits: Task) -> None:
     assert res.rounds[1].download_bytes < res.dense_update_bytes
 
 
+def test_cabac_prev_trains_like_cabac_in_fewer_bytes(digits: Task) -> None:
+    # the previous-update contexts change only the coding, never the decoded levels
+    plain, hinted = (
+        run_simulation(SimulationConfig(clients=4, rounds=3, compressor=c, participation=0.5), task=digits)
+        for c in ("cabac", "cabac-prev")
+    )
+    assert [r.accuracy for r in hinted.rounds] == [r.accuracy for r in plain.rounds]
+    assert hinted.total_upload < plain.total_upload
+
+
 @pytest.mark.parametrize("compressor", [pytest.param("identity", marks=pytest.mark.slow), "stc", "cabac"])
 def test_faulty_clients_are_excluded_with_reasons(
     digits: Task, compressor: str, caplog: pytest.LogCaptureFixture

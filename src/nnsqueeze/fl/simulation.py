@@ -27,14 +27,14 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from nnsqueeze.errors import BitstreamError, ConfigError, NnsqueezeError
-from nnsqueeze.fl.compressors import Compressor, Identity, make_compressor
+from nnsqueeze.fl.compressors import CabacPreviousUpdate, Compressor, Identity, make_compressor
 from nnsqueeze.fl.error_feedback import DeepGradientCompression, ErrorFeedback
 from nnsqueeze.fl.partition import dirichlet_partition, iid_partition
 
 log = logging.getLogger("nnsqueeze.fl")
 
 DATASETS = ("digits", "mnist1d")
-COMPRESSOR_NAMES = ("identity", "topk", "dgc", "sbc", "stc", "cabac")
+COMPRESSOR_NAMES = ("identity", "topk", "dgc", "sbc", "stc", "cabac", "cabac-prev")
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,17 @@ def _decoder(config: SimulationConfig) -> Compressor:
     return make_compressor(config.compressor, sparsity=config.sparsity, bits=config.bits)
 
 
+def _share_reference(
+    decoder: Compressor, uploaders: Sequence[_Uploader], applied: list[np.ndarray]
+) -> Compressor:
+    """After a round, every ``cabac-prev`` coder (clients, server, broadcast) conditions on the update
+    just applied, which all of them know."""
+    for uploader in uploaders:
+        if isinstance(uploader, ErrorFeedback) and isinstance(uploader.compressor, CabacPreviousUpdate):
+            uploader.compressor = uploader.compressor.with_reference(applied)
+    return decoder.with_reference(applied) if isinstance(decoder, CabacPreviousUpdate) else decoder
+
+
 def _progress(config: SimulationConfig, rec: RoundRecord, stream: Any) -> None:
     line = (
         f"fl-sim {config.dataset} {config.compressor}: round {rec.round}/{config.rounds} "
@@ -308,6 +319,7 @@ def _run(config: SimulationConfig, task: Task, progress: bool) -> SimulationResu
             message, applied = down.step(mean)
             broadcast_bytes = len(message)
             global_params = [g + a for g, a in zip(global_params, applied, strict=True)]
+            decoder = _share_reference(decoder, [*uploaders, down], applied)
         else:
             log.warning("round %d: no usable update; the global model is unchanged", rnd)
             broadcast_bytes = 0
