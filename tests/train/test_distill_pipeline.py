@@ -82,3 +82,19 @@ def test_squeeze_prunes_quantizes_and_codes_within_budget(
     assert "coded" in str(result)
     with pytest.raises(ConfigError, match="max_accuracy_drop"):
         squeeze(teacher, digits.loader(), lambda m: 1.0, -1.0)
+
+
+def test_squeeze_command_writes_a_file_within_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nnsqueeze.cli import main
+
+    out = tmp_path / "mlp.nnsq"
+    args = ["squeeze", "mlp", "--epochs", "3", "--prune-epochs", "1", "--scope", "layer", "-o", str(out)]
+    # a 100-point budget accepts every level, so the run is short and its outcome certain
+    assert main([*args, "--max-accuracy-drop", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed
+    assert "layer 0.99" in printed  # the last pruning level, per layer
+    state = nnsqueeze.decompress(out)
+    assert np.count_nonzero(state["1.weight"]) <= round(0.01 * state["1.weight"].size)

@@ -47,7 +47,10 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         else:
             model.load_state_dict(_load_weights(Path(args.model)))
         config = SqueezeConfig(
-            structure=args.structure, quantizer=args.quantizer, prune_epochs=args.prune_epochs
+            structure=args.structure,
+            scope=args.scope,
+            quantizer=args.quantizer,
+            prune_epochs=args.prune_epochs,
         )
         result = squeeze(
             model,
@@ -95,6 +98,12 @@ def add_squeeze_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", help="output .nnsq (default: MODEL.squeezed.nnsq)")
     p.add_argument("--structure", choices=("unstructured", "channel"), default="unstructured")
+    p.add_argument(
+        "--scope",
+        choices=("global", "layer"),
+        default="global",
+        help="one pruning threshold over all layers, or the same sparsity in every layer",
+    )
     p.add_argument("--quantizer", choices=("grid", "kmeans"), default="grid")
     p.add_argument("--prune-epochs", type=int, default=8, help="fine-tuning epochs after each pruning level")
     p.add_argument("--epochs", type=int, default=30, help="training epochs when MODEL names an architecture")

@@ -166,7 +166,7 @@ class SqueezeConfig:
         highest that keeps the accuracy budget is kept; pruning goes on past ``patience`` levels
         in a row that miss it (fine-tuning at the next level may recover), then stops.
     structure, scope
-        As in :class:`PruningConfig`.
+        As in :class:`PruningConfig` (``scope`` defaults to ``"global"`` here).
     quantizer
         ``"grid"``: quantization-aware fine-tuning onto the codec's step grid; ``"kmeans"``: k-means
         sharing (``k``) with centroid fine-tuning, centroids snapped to the grid.
@@ -178,7 +178,9 @@ class SqueezeConfig:
 
     sparsities: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99)
     structure: str = "unstructured"
-    scope: str = "layer"
+    # global: one magnitude threshold over all layers; per-layer pruning takes as large a share of the
+    # small output layer as of the big hidden ones (digits MLP at 97 %: test 0.62 per layer, 0.91 global)
+    scope: str = "global"
     prune_epochs: int = 8
     patience: int = 1
     quantizer: str = "grid"

@@ -42,6 +42,23 @@ def lenet5() -> nn.Module:
     )
 
 
+def lenet5_student() -> nn.Module:
+    """LeNet-5's shape with a quarter of its parameters: conv 8 and 16 filters (3x3, max-pooled),
+    64 → 48 → 10 (4,858 parameters), the distillation student of the benchmarks."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 48),
+        nn.ReLU(),
+        nn.Linear(48, 10),
+    )
+
+
 def digits_cnn() -> nn.Module:
     """The demo's digits CNN (38,282 parameters)."""
     from nnsqueeze.demo.digits import build_model
