@@ -93,6 +93,25 @@ def _log2_quarter(x: int) -> int:
 SCALE_CLASSES, PREFIX_CONTEXTS, ROW_SHIFT, COL_SHIFT, FIXED_BITS, MAG_CAP = 40, 24, 8, 5, 8, 1 << 16
 
 
+def _encode_magnitude(enc: Encoder, mag: int, gtx: list[Model], prefix: list[Model]) -> None:
+    """|level| >= 1: the abs>k flags (one context each), then the Exp-Golomb remainder (context-coded
+    unary prefix, bypass suffix)."""
+    k = 1
+    while k <= len(gtx):
+        greater = int(mag > k)
+        enc.encode(greater, gtx[k - 1])
+        if not greater:
+            return
+        k += 1
+    rem, pos = mag - len(gtx) - 1, 0
+    while rem >= (1 << pos):
+        enc.encode(1, prefix[min(pos, PREFIX_CONTEXTS - 1)])
+        rem -= 1 << pos
+        pos += 1
+    enc.encode(0, prefix[min(pos, PREFIX_CONTEXTS - 1)])
+    enc.bypass(rem, pos)
+
+
 def encode_levels(levels: list[list[int]], num_gtx: int, fast_shift: int, slow_shift: int) -> bytes:
     """Reference of nnsqueeze::encode_levels for a rows x cols list of lists."""
     enc = Encoder(fast_shift, slow_shift)
@@ -117,21 +136,7 @@ def encode_levels(levels: list[list[int]], num_gtx: int, fast_shift: int, slow_s
             enc.encode(int(q != 0), sig[2 * cls + int(prev != 0)])
             if q != 0:
                 enc.encode(int(q < 0), sign[0 if prev == 0 else (1 if prev < 0 else 2)])
-                k = 1
-                while k <= num_gtx:
-                    greater = int(mag > k)
-                    enc.encode(greater, gtx[cls * num_gtx + k - 1])
-                    if not greater:
-                        break
-                    k += 1
-                if k > num_gtx:
-                    rem, pos = mag - num_gtx - 1, 0
-                    while rem >= (1 << pos):
-                        enc.encode(1, prefix[min(pos, PREFIX_CONTEXTS - 1)])
-                        rem -= 1 << pos
-                        pos += 1
-                    enc.encode(0, prefix[min(pos, PREFIX_CONTEXTS - 1)])
-                    enc.bypass(rem, pos)
+                _encode_magnitude(enc, mag, gtx[cls * num_gtx : (cls + 1) * num_gtx], prefix)
             a = min(mag, MAG_CAP) << FIXED_BITS
             rs = min((in_row + 1).bit_length(), ROW_SHIFT)  # in_row = levels already coded in this row
             row_mag += (a - row_mag) >> rs
@@ -176,21 +181,7 @@ def encode_levels_hinted(
             enc.encode(int(q != 0), sig[2 * (h * scales + cls // 4) + int(prev != 0)])
             if q != 0:
                 enc.encode(int(q < 0), sign[3 * h + last_sign])
-                k = 1
-                while k <= num_gtx:
-                    greater = int(mag > k)
-                    enc.encode(greater, gtx[cls * num_gtx + k - 1])
-                    if not greater:
-                        break
-                    k += 1
-                if k > num_gtx:
-                    rem, pos = mag - num_gtx - 1, 0
-                    while rem >= (1 << pos):
-                        enc.encode(1, prefix[min(pos, PREFIX_CONTEXTS - 1)])
-                        rem -= 1 << pos
-                        pos += 1
-                    enc.encode(0, prefix[min(pos, PREFIX_CONTEXTS - 1)])
-                    enc.bypass(rem, pos)
+                _encode_magnitude(enc, mag, gtx[cls * num_gtx : (cls + 1) * num_gtx], prefix)
                 last_sign = 1 if q < 0 else 2
             a = min(mag, MAG_CAP) << FIXED_BITS
             rs = min((c + 1).bit_length(), ROW_SHIFT)  # c = levels already coded in this row

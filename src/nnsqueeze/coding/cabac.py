@@ -60,16 +60,20 @@ def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
     return rows, cols
 
 
-def encode_levels(
-    levels: np.ndarray, *, num_gtx: int = DEFAULT_GTX, adaptation: Adaptation | None = None
-) -> bytes:
-    """Codes an int32 array of quantization levels, viewed as rows = shape[0] by the rest."""
+def _check_levels(levels: np.ndarray, num_gtx: int) -> None:
     if levels.dtype != np.int32:
         msg = f"levels must be int32, got {levels.dtype}"
         raise ConfigError(msg)
     if not 0 <= num_gtx <= MAX_GTX:
         msg = f"num_gtx must be in 0..{MAX_GTX}, got {num_gtx}"
         raise ConfigError(msg)
+
+
+def encode_levels(
+    levels: np.ndarray, *, num_gtx: int = DEFAULT_GTX, adaptation: Adaptation | None = None
+) -> bytes:
+    """Codes an int32 array of quantization levels, viewed as rows = shape[0] by the rest."""
+    _check_levels(levels, num_gtx)
     rate = adaptation or adaptation_for_size(levels.size)
     rows, cols = rows_cols(levels.shape)
     flat = np.ascontiguousarray(levels).reshape(-1)
@@ -109,12 +113,7 @@ def encode_levels_hinted(
     >>> decode_levels_hinted(payload, levels.shape, hints, 3).tolist()
     [[0, 1, -1], [0, 0, 1]]
     """
-    if levels.dtype != np.int32:
-        msg = f"levels must be int32, got {levels.dtype}"
-        raise ConfigError(msg)
-    if not 0 <= num_gtx <= MAX_GTX:
-        msg = f"num_gtx must be in 0..{MAX_GTX}, got {num_gtx}"
-        raise ConfigError(msg)
+    _check_levels(levels, num_gtx)
     flat_hints = _checked_hints(hints, levels.shape, hint_classes)
     rate = adaptation or adaptation_for_size(levels.size)
     rows, cols = rows_cols(levels.shape)

@@ -23,40 +23,30 @@ def lenet_300_100(hidden: tuple[int, int] = (300, 100)) -> nn.Module:
     )
 
 
-def lenet5() -> nn.Module:
-    """LeNet-5 for 8x8 digits: conv 6 and 16 filters (3x3, each then max-pooled), 64 → 120 → 84 → 10
-    (19,754 parameters)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 3, padding=1),
+def lenet5(filters: tuple[int, int] = (6, 16), hidden: tuple[int, ...] = (120, 84)) -> nn.Module:
+    """LeNet-5 for 8x8 digits: two 3x3 convolutions (``filters``), each then max-pooled, then fully
+    connected layers 4·filters[1] → ``hidden`` → 10 (19,754 parameters by default)."""
+    a, b = filters
+    layers: list[nn.Module] = [
+        nn.Conv2d(1, a, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 3, padding=1),
+        nn.Conv2d(a, b, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64, 120),
-        nn.ReLU(),
-        nn.Linear(120, 84),
-        nn.ReLU(),
-        nn.Linear(84, 10),
-    )
+    ]
+    width = 4 * b  # 8x8 pooled twice: 2x2 pixels per filter
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, 10))
 
 
 def lenet5_student() -> nn.Module:
-    """LeNet-5's shape with a quarter of its parameters: conv 8 and 16 filters (3x3, max-pooled),
-    64 → 48 → 10 (4,858 parameters), the distillation student of the benchmarks."""
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64, 48),
-        nn.ReLU(),
-        nn.Linear(48, 10),
-    )
+    """LeNet-5's shape with a quarter of its parameters (4,858): 8 and 16 filters, one hidden layer
+    of 48, the distillation student of the benchmarks."""
+    return lenet5((8, 16), (48,))
 
 
 def digits_cnn() -> nn.Module:
