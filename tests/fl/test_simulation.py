@@ -101,6 +101,8 @@ def test_bad_config() -> None:
         SimulationConfig(participation=0.0)
     with pytest.raises(ConfigError):
         SimulationConfig(compressor="zip")
+    with pytest.raises(ConfigError, match="dgc_momentum"):
+        SimulationConfig(dgc_momentum=1.5)
 
 
 def test_partitions() -> None:

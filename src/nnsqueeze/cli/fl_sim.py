@@ -24,6 +24,8 @@ def cmd_fl_sim(args: argparse.Namespace) -> int:
         local_epochs=args.local_epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        momentum=args.momentum,
+        dgc_momentum=args.dgc_momentum,
         downstream=args.downstream,
         dropout=args.dropout,
         seed=args.seed,
@@ -78,6 +80,13 @@ def add_fl_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--momentum", type=float, default=0.0, help="the clients' SGD momentum")
+    p.add_argument(
+        "--dgc-momentum",
+        type=float,
+        default=0.9,
+        help="DGC's momentum correction across rounds (use 0 with --momentum)",
+    )
     p.add_argument("--downstream", choices=COMPRESSOR_NAMES, help="compress the server's broadcast too")
     p.add_argument("--dropout", type=float, default=0.0, help="probability that a client does not answer")
     p.add_argument("--seed", type=int, default=0)

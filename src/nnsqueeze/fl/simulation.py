@@ -54,6 +54,9 @@ class SimulationConfig:
     batch_size: int = 16
     lr: float = 0.2
     momentum: float = 0.0  # the clients' SGD momentum (its buffer restarts every round)
+    # DGC's momentum correction across rounds; with client momentum as well the two compound (MNIST-1D,
+    # client momentum 0.9: 0.11 accuracy after 40 rounds at 0.9 here, 0.69 at 0)
+    dgc_momentum: float = 0.9
     downstream: str | None = None  # compressor of the server's broadcast (with a server residual)
     dropout: float = 0.0  # probability that a selected client does not answer
     faults: float = 0.0  # probability that a client sends a NaN or corrupted update (robustness tests)
@@ -77,7 +80,7 @@ class SimulationConfig:
             if not 0 < getattr(self, name) <= 1:
                 msg = f"{name} must be in (0, 1], got {getattr(self, name)}"
                 raise ConfigError(msg)
-        for name in ("dropout", "faults"):
+        for name in ("dropout", "faults", "momentum", "dgc_momentum"):
             if not 0 <= getattr(self, name) <= 1:
                 msg = f"{name} must be in [0, 1], got {getattr(self, name)}"
                 raise ConfigError(msg)
@@ -169,7 +172,9 @@ class _Uploader(Protocol):
 
 def _client_state(config: SimulationConfig) -> _Uploader:
     if config.compressor == "dgc":
-        return DeepGradientCompression(config.sparsity, accumulate=config.error_feedback)
+        return DeepGradientCompression(
+            config.sparsity, momentum=config.dgc_momentum, accumulate=config.error_feedback
+        )
     compressor = make_compressor(config.compressor, sparsity=config.sparsity, bits=config.bits)
     return ErrorFeedback(compressor, enabled=config.error_feedback)
 
