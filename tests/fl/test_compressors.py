@@ -90,6 +90,15 @@ def test_stc_is_ternary_with_mean_magnitude() -> None:
         assert np.array_equal(np.sign(d[kept]), np.sign(a[kept]))
 
 
+def test_sbc_payload_is_count_mean_and_positions_only() -> None:
+    # the Rice parameter is not sent: both sides derive it from k and the size
+    x = update()[2]
+    payload = SparseBinary(0.02).encode_tensor(x)  # k = 64 of 3200
+    decoded = SparseBinary(0.02).decode_tensor(payload, x.shape).reshape(-1)
+    code, _ = encode_positions(np.flatnonzero(decoded), x.size)
+    assert len(payload) == 1 + 4 + len(code)  # varint k < 128, float32 mean
+
+
 def test_sbc_is_binary_one_sign() -> None:
     x = update()
     _, decoded = SparseBinary(0.05).roundtrip(x)

@@ -6,14 +6,15 @@ the model), so the wire format is
 ``b"FU"``, version (1 byte), method id (1 byte), per tensor a varint payload length, the payloads,
 and a CRC-32 of everything before it (4 bytes, little-endian).
 
-Per-tensor payloads (``k`` nonzeros out of ``N``, positions Rice-coded, see :mod:`.golomb`):
+Per-tensor payloads (``k`` nonzeros out of ``N``, positions Rice-coded with the optimal parameter
+for ``k / N``, which both sides compute, see :mod:`.golomb`):
 
 * ``identity``: ``N`` float32 values (little-endian);
-* ``topk``: varint ``k``, Rice parameter (1 byte), positions, ``k`` float32 values (gradient dropping;
-  also the wire format of DGC);
-* ``sbc``: varint ``k``, Rice parameter, signed float32 mean, positions (sparse binary compression);
-* ``stc``: varint ``k``, Rice parameter, float32 mean of ``|x|``, positions, ``k`` sign bits
-  (sparse ternary compression);
+* ``topk``: varint ``k``, positions, ``k`` float32 values (gradient dropping; also the wire format
+  of DGC);
+* ``sbc``: varint ``k``, signed float32 mean, positions (sparse binary compression);
+* ``stc``: varint ``k``, float32 mean of ``|x|``, positions, ``k`` sign bits (sparse ternary
+  compression);
 * ``cabac``: float32 step, then the levels ``round(x / step)`` coded by the CABAC level coder;
 * ``cabac-prev``: as ``cabac``, the levels coded with contexts conditioned on the previous global
   update (both sides must hold the same one, see :class:`CabacPreviousUpdate`).
@@ -45,11 +46,11 @@ import numpy as np
 from nnsqueeze.coding import decode_levels, encode_levels
 from nnsqueeze.coding.cabac import decode_levels_hinted, encode_levels_hinted
 from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
-from nnsqueeze.fl.golomb import decode_positions, encode_positions
+from nnsqueeze.fl.golomb import decode_positions, encode_positions, optimal_rice_parameter
 from nnsqueeze.quant import quantize
 
 MAGIC = b"FU"
-VERSION = 1
+VERSION = 2  # 2: the Rice parameter is no longer sent (it follows from k and the size)
 Shape = tuple[int, ...]
 
 
@@ -191,26 +192,26 @@ def _check_sparsity(sparsity: float) -> None:
 
 
 def _sparse_header(k: int, positions: np.ndarray, size: int) -> tuple[bytearray, bytes]:
-    code, rice = encode_positions(positions, size)
+    code, _ = encode_positions(positions, size)  # its Rice parameter follows from k and size
     head = bytearray()
     _put_varint(head, k)
-    head.append(rice)
     return head, code
 
 
-def _read_sparse(reader: _Reader, shape: Shape) -> tuple[int, int]:
+def _read_count(reader: _Reader, shape: Shape) -> int:
     k = reader.varint()
-    rice = reader.take(1)[0]
     if k > _size(shape):
         msg = f"payload claims {k} nonzeros in a tensor of {_size(shape)} elements"
         raise BitstreamError(msg)
-    return k, rice
+    return k
 
 
-def _positions(reader: _Reader, k: int, rice: int, shape: Shape, tail: int) -> np.ndarray:
+def _positions(reader: _Reader, k: int, shape: Shape, tail: int) -> np.ndarray:
     """Decodes the positions that fill the payload except its last ``tail`` bytes."""
     code = reader.take(len(reader.data) - reader.pos - tail)
-    return decode_positions(code, count=k, size=_size(shape), rice=rice)
+    size = _size(shape)
+    rice = optimal_rice_parameter(k / size) if k else 0
+    return decode_positions(code, count=k, size=size, rice=rice)
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,8 @@ class TopK(Compressor):
 
     def decode_tensor(self, payload: bytes, shape: Shape) -> np.ndarray:
         reader = _Reader(payload, f"{self.name} payload")
-        k, rice = _read_sparse(reader, shape)
-        pos = _positions(reader, k, rice, shape, 4 * k)
+        k = _read_count(reader, shape)
+        pos = _positions(reader, k, shape, 4 * k)
         out = np.zeros(_size(shape), dtype=np.float32)
         out[pos] = np.frombuffer(reader.rest(), dtype="<f4")
         return out.reshape(shape)
@@ -267,9 +268,9 @@ class SparseBinary(Compressor):
 
     def decode_tensor(self, payload: bytes, shape: Shape) -> np.ndarray:
         reader = _Reader(payload, f"{self.name} payload")
-        k, rice = _read_sparse(reader, shape)
+        k = _read_count(reader, shape)
         (mean,) = struct.unpack("<f", reader.take(4))
-        pos = _positions(reader, k, rice, shape, 0)
+        pos = _positions(reader, k, shape, 0)
         out = np.zeros(_size(shape), dtype=np.float32)
         out[pos] = mean
         return out.reshape(shape)
@@ -297,10 +298,10 @@ class SparseTernary(Compressor):
 
     def decode_tensor(self, payload: bytes, shape: Shape) -> np.ndarray:
         reader = _Reader(payload, f"{self.name} payload")
-        k, rice = _read_sparse(reader, shape)
+        k = _read_count(reader, shape)
         (mu,) = struct.unpack("<f", reader.take(4))
         n_sign = (k + 7) // 8
-        pos = _positions(reader, k, rice, shape, n_sign)
+        pos = _positions(reader, k, shape, n_sign)
         negative = np.unpackbits(np.frombuffer(reader.rest(), dtype=np.uint8))[:k].astype(bool)
         out = np.zeros(_size(shape), dtype=np.float32)
         out[pos] = np.where(negative, -mu, mu)
