@@ -22,9 +22,16 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, 
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from nnsqueeze.errors import MissingDependencyError, TensorError
+from nnsqueeze.errors import BitstreamError, ConfigError, MissingDependencyError, TensorError
 from nnsqueeze.fl.compressors import SparseTernary, TopK
-from nnsqueeze.fl.flower import PAYLOAD_KEY, RESIDUAL_KEY, CompressedFedAvg, make_compression_mod
+from nnsqueeze.fl.flower import (
+    GLOBAL_KEY,
+    GLOBAL_VERSION_KEY,
+    PAYLOAD_KEY,
+    RESIDUAL_KEY,
+    CompressedFedAvg,
+    make_compression_mod,
+)
 from nnsqueeze.fl.simulation import fedavg
 
 SHAPES = {"w": (12, 10), "b": (10,)}
@@ -43,8 +50,11 @@ def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 class _Grid:
     """What FedAvg.configure_train asks of a Grid: the connected nodes."""
 
+    def __init__(self, nodes: tuple[int, ...] = (1, 2)) -> None:
+        self.nodes = list(nodes)
+
     def get_node_ids(self) -> list[int]:
-        return [1, 2]
+        return self.nodes
 
 
 def _arrays(seed: int) -> dict[str, np.ndarray]:
@@ -244,6 +254,159 @@ def test_evaluate_messages_pass_through() -> None:
     assert reply.content["arrays"]["w"].stype == "numpy.ndarray"
 
 
+# --- downstream: the compressed broadcast ------------------------------------------------------------
+
+
+class _DownRound:
+    """One train round with ``downstream``: what each node's handler was given, and the replies."""
+
+    def __init__(
+        self,
+        strategy: CompressedFedAvg,
+        arrays: ArrayRecord,
+        rnd: int,
+        contexts: dict[int, Context],
+        nodes: tuple[int, ...] = (1, 2),
+    ) -> None:
+        self.sent = sorted(
+            strategy.configure_train(rnd, arrays, ConfigRecord(), _Grid(nodes)),
+            key=lambda m: m.metadata.dst_node_id,
+        )
+        self.stypes = {m.metadata.dst_node_id: _stype(m) for m in self.sent}
+        self.given: dict[int, dict[str, np.ndarray]] = {}
+        self.replies = [self._train(m, contexts, rnd) for m in self.sent]
+
+    def _train(self, msg: Message, contexts: dict[int, Context], rnd: int) -> Message:
+        node = msg.metadata.dst_node_id
+
+        def train(m: Message, ctx: Context) -> Message:
+            assert list(m.content.config_records) == ["config"]  # the handler sees a plain message
+            self.given[node] = given = _as_numpy(m.content["arrays"])
+            step = _arrays(10 * rnd + node)
+            return _trainer({k: given[k] + 0.1 * step[k] for k in SHAPES}, 10 * node)(m, ctx)
+
+        return make_compression_mod("stc", sparsity=0.1)(msg, contexts[node], train)
+
+
+def _stype(msg: Message) -> str:
+    (record,) = msg.content.array_records.values()
+    return next(iter(record.values())).stype
+
+
+def _metric(reply: Message, key: str) -> float:
+    (metrics,) = reply.content.metric_records.values()
+    value = metrics[key]
+    assert isinstance(value, int | float)
+    return value
+
+
+DENSE_BYTES = sum(4 * int(np.prod(s)) for s in SHAPES.values())
+
+
+def test_downstream_clients_rebuild_the_servers_model_exactly() -> None:
+    strategy = CompressedFedAvg("stc", downstream="stc", downstream_sparsity=0.1)
+    contexts = {n: _context(n) for n in (1, 2)}
+    arrays = _record(_arrays(0))
+    for rnd in (1, 2, 3):
+        r = _DownRound(strategy, arrays, rnd, contexts)
+        assert set(r.stypes.values()) == {"numpy.ndarray" if rnd == 1 else "nnsqueeze-down/stc"}
+        for node, given in r.given.items():
+            for k, want in _as_numpy(arrays).items():
+                np.testing.assert_array_equal(given[k], want)  # bit-identical, not close
+            np.testing.assert_array_equal(_as_numpy(contexts[node].state[GLOBAL_KEY])["w"], given["w"])
+        for reply in r.replies:
+            if rnd == 1:
+                assert _metric(reply, "bytes-down") == DENSE_BYTES
+            else:
+                assert 10 * _metric(reply, "bytes-down") < DENSE_BYTES
+        new, _ = strategy.aggregate_train(rnd, r.replies)
+        assert new is not None
+        change = _as_numpy(new)["w"] - _as_numpy(arrays)["w"]
+        assert np.count_nonzero(change) == 12  # STC at 10 % of 120: the model moves by the broadcast
+        arrays = new
+
+
+def test_downstream_a_node_that_missed_a_round_gets_the_dense_model() -> None:
+    strategy = CompressedFedAvg(
+        "stc", downstream="stc", downstream_sparsity=0.1, min_train_nodes=1, min_available_nodes=1
+    )
+    contexts = {n: _context(n) for n in (1, 2, 3)}
+    arrays = _record(_arrays(0))
+    for rnd, nodes, stypes in [
+        (1, (1, 2), ["numpy.ndarray"] * 2),
+        (2, (1,), ["nnsqueeze-down/stc"]),
+        (3, (1, 2, 3), ["nnsqueeze-down/stc", "numpy.ndarray", "numpy.ndarray"]),  # 2 missed, 3 is new
+    ]:
+        r = _DownRound(strategy, arrays, rnd, contexts, nodes)
+        assert list(r.stypes.values()) == stypes
+        for given in r.given.values():
+            np.testing.assert_array_equal(given["w"], _as_numpy(arrays)["w"])
+        new, _ = strategy.aggregate_train(rnd, r.replies)
+        assert new is not None
+        arrays = new
+
+
+def test_downstream_a_failed_node_gets_the_dense_model_next() -> None:
+    strategy = CompressedFedAvg("stc", downstream="stc", downstream_sparsity=0.1)
+    contexts = {n: _context(n) for n in (1, 2)}
+    r = _DownRound(strategy, _record(_arrays(0)), 1, contexts)
+    r.replies[1] = Message(Error(code=0, reason="client crashed"), reply_to=r.sent[1])
+    arrays, _ = strategy.aggregate_train(1, r.replies)
+    assert arrays is not None
+    assert list(_DownRound(strategy, arrays, 2, contexts).stypes.values()) == [
+        "nnsqueeze-down/stc",
+        "numpy.ndarray",
+    ]
+
+
+def _flip_a_payload_byte(msg: Message, ctx: Context) -> None:
+    (record,) = msg.content.array_records.values()
+    data = bytearray(record[PAYLOAD_KEY].data)
+    data[len(data) // 2] ^= 0x40
+    record[PAYLOAD_KEY] = Array(dtype="uint8", shape=(len(data),), stype=_stype(msg), data=bytes(data))
+
+
+def _forget_the_model(msg: Message, ctx: Context) -> None:
+    del ctx.state[GLOBAL_KEY]
+
+
+def _hold_another_version(msg: Message, ctx: Context) -> None:
+    ctx.state[GLOBAL_VERSION_KEY] = ConfigRecord({"version": 7})
+
+
+def _hold_another_model(msg: Message, ctx: Context) -> None:
+    ctx.state[GLOBAL_KEY] = _record(_arrays(9))
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "reason"),
+    [
+        (_flip_a_payload_byte, "update message checksum mismatch"),
+        (_forget_the_model, "updates global model 1, but this node holds no global model"),
+        (_hold_another_version, "updates global model 1; this node holds 7"),
+        (_hold_another_model, "does not match the server's"),
+    ],
+)
+def test_downstream_a_broadcast_that_does_not_apply_raises(
+    corrupt: Callable[[Message, Context], None], reason: str
+) -> None:
+    strategy = CompressedFedAvg("stc", downstream="stc", downstream_sparsity=0.1)
+    contexts = {n: _context(n) for n in (1, 2)}
+    arrays, _ = strategy.aggregate_train(1, _DownRound(strategy, _record(_arrays(0)), 1, contexts).replies)
+    assert arrays is not None
+    msg = sorted(
+        strategy.configure_train(2, arrays, ConfigRecord(), _Grid()), key=lambda m: m.metadata.dst_node_id
+    )[0]
+    corrupt(msg, contexts[1])
+    with pytest.raises(BitstreamError, match=reason):
+        make_compression_mod("stc")(msg, contexts[1], _trainer(_arrays(1), 10))
+
+
+def test_downstream_cabac_prev_is_refused() -> None:
+    with pytest.raises(ConfigError, match="cabac-prev"):
+        CompressedFedAvg("stc", downstream="cabac-prev")
+
+
 def test_missing_flower_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "flwr.app", None)  # makes `import flwr.app` fail
     monkeypatch.delitem(sys.modules, "nnsqueeze.fl.flower")
@@ -318,7 +481,7 @@ def _logs(tmp_path: Path) -> str:
 
 
 @pytest.mark.slow  # about 45 s: each round starts a ClientApp process (torch import) per SuperNode
-def test_deployment_two_supernodes_upload_compressed_updates(
+def test_deployment_two_supernodes_compress_both_directions(
     tmp_path: Path, flower_env: dict[str, str], spawn: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     port = _free_port()
@@ -344,3 +507,7 @@ def test_deployment_two_supernodes_upload_compressed_updates(
     assert sorted(summary["train"]) == ["1", "2"]
     for metrics in summary["train"].values():
         assert 0 < 20 * metrics["bytes-up"] < metrics["dense-bytes-up"]
+    # downstream: the dense model in round 1, then the compressed change (both nodes hold round 1's)
+    dense = summary["train"]["1"]["dense-bytes-up"]
+    assert summary["train"]["1"]["bytes-down"] == dense
+    assert 0 < 20 * summary["train"]["2"]["bytes-down"] < dense

@@ -13,7 +13,15 @@ Two pieces, used together (``pip install "nnsqueeze[flower]"``):
   corrupt or non-finite with a logged reason, and returns ``global + sum_i w_i delta_i`` with
   ``w_i`` proportional to ``num-examples``.
 
-Evaluate and query messages pass through the Mod unchanged.
+Downstream: ``CompressedFedAvg(..., downstream="stc")`` compresses the broadcast too, as STC does.
+The server compresses each round's change of the global model (with its own error-feedback residual)
+and applies the *decoded* change to its copy, so server and clients hold bit-identical models.  A node
+that confirmed the previous version (a usable reply in the last round that changed the model) is sent
+that message; any other node (new, missed a round, failed) is sent the dense model.  The Mod
+reconstructs the dense arrays from the model it kept in ``ctx.state`` (``.npy``), checks version and
+checksum, and hands the train handler an ordinary ArrayRecord; ``bytes-down`` goes in the reply metrics.
+
+Evaluate and query messages pass through the Mod unchanged (evaluate messages carry the dense model).
 
 >>> from flwr.clientapp import ClientApp  # doctest: +SKIP
 >>> app = ClientApp(mods=[make_compression_mod("stc", sparsity=0.01)])  # doctest: +SKIP
@@ -23,13 +31,14 @@ Evaluate and query messages pass through the Mod unchanged.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from nnsqueeze.errors import BitstreamError, ConfigError, MissingDependencyError, NnsqueezeError, TensorError
-from nnsqueeze.fl.compressors import Compressor, make_compressor
+from nnsqueeze.fl.compressors import CabacPreviousUpdate, Compressor, make_compressor
 from nnsqueeze.fl.error_feedback import ErrorFeedback
 from nnsqueeze.fl.simulation import fedavg
 
@@ -56,6 +65,10 @@ log = logging.getLogger("nnsqueeze.fl")
 STYPE_PREFIX = "nnsqueeze/"
 PAYLOAD_KEY = "update"
 RESIDUAL_KEY = "nnsqueeze-residual"
+DOWN_STYPE_PREFIX = "nnsqueeze-down/"
+DOWN_KEY = "nnsqueeze-down"  # the ConfigRecord of a downstream train message: version, crc (base, bits)
+GLOBAL_KEY = "nnsqueeze-global"  # ctx.state: the global arrays this node holds
+GLOBAL_VERSION_KEY = "nnsqueeze-global-version"  # ctx.state: their version
 
 
 def _the_array_record(content: RecordDict, what: str) -> tuple[str, ArrayRecord]:
@@ -113,7 +126,16 @@ def make_compression_mod(
     def compression_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
         if msg.metadata.message_type != MessageType.TRAIN:
             return call_next(msg, ctx)
-        global_arrays = _numpy(_the_array_record(msg.content, "the train message")[1])
+        key, record = _the_array_record(msg.content, "the train message")
+        header = msg.content.config_records.get(DOWN_KEY)
+        if header is None:
+            global_arrays = _numpy(record)
+            bytes_down = sum(a.nbytes for a in global_arrays.values())
+        else:  # a downstream message: keep the model, and give the handler a plain one
+            global_arrays, bytes_down = _receive_global(record, header, ctx.state)
+            content = {k: r for k, r in msg.content.items() if k != DOWN_KEY}
+            content[key] = ArrayRecord({n: Array(a) for n, a in global_arrays.items()})
+            msg.content = RecordDict(content)
         reply = call_next(msg, ctx)
         if reply.has_error():
             return reply
@@ -138,6 +160,7 @@ def make_compression_mod(
         metrics = _the_metric_record(reply.content, "the train reply")
         payload = Array(dtype="uint8", shape=(len(message),), stype=STYPE_PREFIX + codec.name, data=message)
         reply.content[key] = ArrayRecord({PAYLOAD_KEY: payload})
+        metrics["bytes-down"] = bytes_down
         metrics["bytes-up"] = len(message)
         metrics["dense-bytes-up"] = sum(a.nbytes for a in local.values())
         return reply
@@ -145,24 +168,139 @@ def make_compression_mod(
     return compression_mod
 
 
+def _header_int(header: ConfigRecord, key: str) -> int:
+    value = header.get(key)
+    if not isinstance(value, int):
+        msg = f"the downstream header has no integer {key!r} (got {value!r})"
+        raise BitstreamError(msg)
+    return value
+
+
+def _receive_global(
+    record: ArrayRecord, header: ConfigRecord, state: RecordDict
+) -> tuple[dict[str, np.ndarray], int]:
+    """The global arrays of a downstream train message and its size in bytes; stores them in ``state``.
+
+    A dense message is taken as it is.  A compressed one is decoded against the arrays kept from the
+    last round, which must be the version it updates; the result must match the server's checksum.
+    """
+    version = _header_int(header, "version")
+    payload = record.get(PAYLOAD_KEY)
+    if payload is None or not payload.stype.startswith(DOWN_STYPE_PREFIX):
+        arrays = _numpy(record)
+        size = sum(a.nbytes for a in arrays.values())
+    else:
+        base = _header_int(header, "base")
+        held = state.config_records.get(GLOBAL_VERSION_KEY)
+        kept = state.array_records.get(GLOBAL_KEY)
+        if held is None or kept is None:
+            msg = (
+                f"the compressed broadcast updates global model {base}, but this node holds no "
+                "global model; the server must send it the dense model (CompressedFedAvg does)"
+            )
+            raise BitstreamError(msg)
+        if (version_held := held.get("version")) != base:
+            msg = f"the compressed broadcast updates global model {base}; this node holds {version_held!r}"
+            raise BitstreamError(msg)
+        codec = make_compressor(
+            payload.stype.removeprefix(DOWN_STYPE_PREFIX), bits=_header_int(header, "bits")
+        )
+        previous = _numpy(kept)
+        delta = codec.decode(payload.data, [a.shape for a in previous.values()])
+        arrays = {n: _add(a, d) for (n, a), d in zip(previous.items(), delta, strict=True)}
+        if _crc(arrays) != _header_int(header, "crc"):
+            msg = "the reconstructed global model does not match the server's (checksum mismatch)"
+            raise BitstreamError(msg)
+        size = len(payload.data)
+    state[GLOBAL_KEY] = ArrayRecord({n: Array(a) for n, a in arrays.items()})
+    state[GLOBAL_VERSION_KEY] = ConfigRecord({"version": version})
+    return arrays, size
+
+
+def _crc(arrays: dict[str, np.ndarray]) -> int:
+    """CRC-32 of the arrays' bytes, in order: server and client check they hold the same model."""
+    crc = 0
+    for a in arrays.values():
+        crc = zlib.crc32(np.ascontiguousarray(a).tobytes(), crc)
+    return crc
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return list(a) == list(b) and all(a[n].dtype == b[n].dtype and np.array_equal(a[n], b[n]) for n in a)
+
+
 class CompressedFedAvg(FedAvg):
     """FedAvg over the update messages of :func:`make_compression_mod` clients.
 
     ``compressor`` (or a name with ``bits`` for ``cabac``) decodes the replies; the remaining keyword
     arguments are FedAvg's (``fraction_train``, ``min_available_nodes``, ``weighted_by_key``, ...).
+
+    ``downstream`` (a compressor name, with ``downstream_sparsity`` and ``bits``) compresses the
+    broadcast: each round's change of the global model plus the server's residual is compressed, and
+    the decoded change is what the global model moves by.  A node gets that message if it holds the
+    previous version (it sent a usable reply in the round that produced it), else the dense model.
     """
 
-    def __init__(self, compressor: str | Compressor = "stc", *, bits: int = 2, **fedavg: Any) -> None:
+    def __init__(
+        self,
+        compressor: str | Compressor = "stc",
+        *,
+        bits: int = 2,
+        downstream: str | Compressor | None = None,
+        downstream_sparsity: float = 0.01,
+        **fedavg: Any,
+    ) -> None:
         super().__init__(**fedavg)
         self.compressor = _codec(compressor, 1.0, bits)  # sparsity is read from the payload
+        self.bits = bits
         self._global: dict[str, np.ndarray] = {}
+        self._down: ErrorFeedback | None = None
+        if downstream is not None:
+            codec = _codec(downstream, downstream_sparsity, bits)
+            if isinstance(codec, CabacPreviousUpdate):
+                msg = "downstream 'cabac-prev' is not supported (nodes that miss rounds lack its reference)"
+                raise ConfigError(msg)
+            self._down = ErrorFeedback(codec)
+        self._version = 0  # of self._global; nodes hold versions
+        self._broadcast: bytes | None = None  # the change from version - 1 to version, as sent
+        self._holds: dict[int, int] = {}  # node -> the version it confirmed holding
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """FedAvg's train messages; the arrays are kept to add the clients' deltas to."""
-        self._global = _numpy(arrays)
-        return super().configure_train(server_round, arrays, config, grid)
+        """FedAvg's train messages; the arrays are kept to add the clients' deltas to.
+
+        With ``downstream``, a node that holds the previous version gets the compressed change.
+        """
+        messages = super().configure_train(server_round, arrays, config, grid)
+        current = _numpy(arrays)
+        if self._down is None:
+            self._global = current
+            return messages
+        if not _same(current, self._global):  # the first round, or the model was changed outside
+            if self._global:
+                log.warning(
+                    "round %d: the model is not the last aggregate; every node gets it dense", server_round
+                )
+            self._global, self._version, self._broadcast = current, self._version + 1, None
+            self._down.residual = []
+        crc = _crc(self._global)
+        return [self._downstream(m, self._down.compressor.name, crc) for m in messages]
+
+    def _downstream(self, msg: Message, compressor: str, crc: int) -> Message:
+        """``msg`` with the version header, and the compressed change if its node holds the last version."""
+        held = self._holds.pop(msg.metadata.dst_node_id, None)  # confirmed again by a usable reply
+        header = ConfigRecord({"version": self._version, "crc": crc})
+        content = dict(msg.content.items())
+        if self._broadcast is not None and held == self._version - 1:
+            data, stype = self._broadcast, DOWN_STYPE_PREFIX + compressor
+            payload = Array(dtype="uint8", shape=(len(data),), stype=stype, data=data)
+            content[self.arrayrecord_key] = ArrayRecord({PAYLOAD_KEY: payload})
+            header["base"] = held
+            header["bits"] = self.bits
+        content[DOWN_KEY] = header
+        msg.content = RecordDict(content)
+        return msg
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -189,14 +327,18 @@ class CompressedFedAvg(FedAvg):
             deltas.append(delta)
             weights.append(weight)
             contents.append(reply.content)
+            self._holds[node] = self._version
         if not deltas:
             log.warning("round %d: no usable update; the global model is unchanged", server_round)
             return None, None
         mean = fedavg(deltas, weights)
-        arrays = ArrayRecord(
-            {name: Array(_add(g, d)) for (name, g), d in zip(self._global.items(), mean, strict=True)}
-        )
-        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        if self._down is not None:  # the model moves by what the clients will decode
+            self._broadcast, mean = self._down.step(mean)
+        arrays = {name: _add(g, d) for (name, g), d in zip(self._global.items(), mean, strict=True)}
+        if self._down is not None:
+            self._global, self._version = arrays, self._version + 1
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        return ArrayRecord({name: Array(a) for name, a in arrays.items()}), metrics
 
     def _decode(self, content: RecordDict) -> tuple[list[np.ndarray], float]:
         """One reply's deltas and weight; raises an :class:`NnsqueezeError` saying what is wrong."""

@@ -1,1 +1,1 @@
-"""Flower test app: an MLP on the digits with nnsqueeze-compressed uploads."""
+"""Flower test app: an MLP on the digits with nnsqueeze-compressed uploads and broadcasts."""

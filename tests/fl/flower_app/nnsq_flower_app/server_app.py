@@ -1,4 +1,4 @@
-"""ServerApp: CompressedFedAvg over the clients' update messages; writes a JSON summary per round."""
+"""ServerApp: CompressedFedAvg over the clients' update messages, compressed broadcasts; a JSON summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from nnsq_flower_app.task import COMPRESSOR, build_model, load_split
+from nnsq_flower_app.task import COMPRESSOR, SPARSITY, build_model, load_split
 from nnsqueeze.fl.flower import CompressedFedAvg
 
 app = ServerApp()
@@ -26,7 +26,13 @@ def _accuracy(server_round: int, arrays: ArrayRecord) -> MetricRecord:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    strategy = CompressedFedAvg(COMPRESSOR, fraction_evaluate=0.0, min_available_nodes=2)
+    strategy = CompressedFedAvg(
+        COMPRESSOR,
+        downstream=COMPRESSOR,
+        downstream_sparsity=SPARSITY,
+        fraction_evaluate=0.0,
+        min_available_nodes=2,
+    )
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(build_model().state_dict()),
