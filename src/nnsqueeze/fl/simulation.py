@@ -349,7 +349,7 @@ def plot_results(results: Sequence[tuple[str, SimulationResult]], path: str | Pa
     for label, res in results:
         xs = [r.cumulative_upload for r in res.rounds]
         ys = [r.accuracy for r in res.rounds]
-        ax.plot(xs, ys, label=label, linewidth=1.3)
+        ax.plot(xs, ys, label=label, linewidth=1.3, marker="o" if len(xs) < 10 else None, markersize=3)
     ax.set_xscale("log")
     ax.set_xlabel("cumulative upload (bytes, all clients)")
     ax.set_ylabel("test accuracy")
