@@ -402,9 +402,13 @@ def test_downstream_a_broadcast_that_does_not_apply_raises(
         make_compression_mod("stc")(msg, contexts[1], _trainer(_arrays(1), 10))
 
 
-def test_downstream_cabac_prev_is_refused() -> None:
+def test_cabac_prev_is_refused() -> None:
     with pytest.raises(ConfigError, match="cabac-prev"):
         CompressedFedAvg("stc", downstream="cabac-prev")
+    with pytest.raises(ConfigError, match="cabac-prev"):
+        CompressedFedAvg("cabac-prev")
+    with pytest.raises(ConfigError, match="cabac-prev"):
+        make_compression_mod("cabac-prev")
 
 
 def test_missing_flower_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,9 +88,15 @@ def _the_metric_record(content: RecordDict, what: str) -> MetricRecord:
 
 
 def _codec(compressor: str | Compressor, sparsity: float, bits: int) -> Compressor:
-    if isinstance(compressor, Compressor):
-        return compressor
-    return make_compressor(compressor, sparsity=sparsity, bits=bits)
+    codec = (
+        compressor
+        if isinstance(compressor, Compressor)
+        else make_compressor(compressor, sparsity=sparsity, bits=bits)
+    )
+    if isinstance(codec, CabacPreviousUpdate):
+        msg = "'cabac-prev' is not supported with Flower (nodes that miss rounds lack its reference)"
+        raise ConfigError(msg)
+    return codec
 
 
 def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -256,11 +262,7 @@ class CompressedFedAvg(FedAvg):
         self._global: dict[str, np.ndarray] = {}
         self._down: ErrorFeedback | None = None
         if downstream is not None:
-            codec = _codec(downstream, downstream_sparsity, bits)
-            if isinstance(codec, CabacPreviousUpdate):
-                msg = "downstream 'cabac-prev' is not supported (nodes that miss rounds lack its reference)"
-                raise ConfigError(msg)
-            self._down = ErrorFeedback(codec)
+            self._down = ErrorFeedback(_codec(downstream, downstream_sparsity, bits))
         self._version = 0  # of self._global; nodes hold versions
         self._broadcast: bytes | None = None  # the change from version - 1 to version, as sent
         self._holds: dict[int, int] = {}  # node -> the version it confirmed holding
