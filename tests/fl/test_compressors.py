@@ -41,6 +41,9 @@ ALL: list[Compressor] = [
     TopK(0.05),
     SparseBinary(0.05),
     SparseTernary(0.05),
+    TopK(0.05, whole_model=True),
+    SparseBinary(0.05, whole_model=True),
+    SparseTernary(0.05, whole_model=True),
     CabacQuantized(2),
     CabacQuantized(4),
     CabacPreviousUpdate(2),
@@ -59,6 +62,23 @@ def test_roundtrip_is_deterministic_and_matches_size(c: Compressor) -> None:
     assert all(np.array_equal(a, b) for a, b in zip(decoded, again, strict=True))
     if not isinstance(c, Identity):
         assert len(message) < sum(4 * t.size for t in x)
+
+
+@pytest.mark.parametrize("kind", [TopK, SparseBinary, SparseTernary])
+def test_whole_model_is_the_tensor_codec_on_the_concatenation(kind: type[SparseBinary]) -> None:
+    x = update()
+    whole = kind(0.05, whole_model=True)
+    flat = np.concatenate([t.reshape(-1) for t in x])
+    expected = kind(0.05).decode_tensor(kind(0.05).encode_tensor(flat), flat.shape)
+    message, decoded = whole.roundtrip(x)
+    assert np.array_equal(np.concatenate([d.reshape(-1) for d in decoded]), expected)
+    assert np.count_nonzero(expected) <= count_for(0.05, flat.size)
+    per_tensor = kind(0.05).encode(x)
+    assert len(message) < len(per_tensor)  # one count, mean and framing entry instead of five
+    with pytest.raises(BitstreamError, match="method"):  # the method byte tells the two apart
+        kind(0.05).decode(message, SHAPES)
+    with pytest.raises(BitstreamError, match="method"):
+        whole.decode(per_tensor, SHAPES)
 
 
 def test_identity_is_exact() -> None:

@@ -66,6 +66,15 @@ def test_participation_and_downstream(digits: Task) -> None:
     assert res.rounds[1].download_bytes < res.dense_update_bytes
 
 
+def test_whole_model_sbc_sends_one_selection_per_message(digits: Task) -> None:
+    runs = [
+        run_simulation(SimulationConfig(clients=3, rounds=2, compressor="sbc", whole_model=w), task=digits)
+        for w in (False, True)
+    ]
+    assert runs[1].total_upload < runs[0].total_upload
+    assert all(not r.excluded for r in runs[1].rounds)
+
+
 def test_cabac_prev_trains_like_cabac_in_fewer_bytes(digits: Task) -> None:
     # the previous-update contexts change only the coding, never the decoded levels
     plain, hinted = (
@@ -103,6 +112,8 @@ def test_bad_config() -> None:
         SimulationConfig(compressor="zip")
     with pytest.raises(ConfigError, match="dgc_momentum"):
         SimulationConfig(dgc_momentum=1.5)
+    with pytest.raises(ConfigError, match="whole_model"):
+        SimulationConfig(compressor="dgc", whole_model=True)
 
 
 def test_partitions() -> None:

@@ -18,6 +18,7 @@ def cmd_fl_sim(args: argparse.Namespace) -> int:
         compressor=args.compressor,
         sparsity=args.sparsity,
         bits=args.bits,
+        whole_model=args.whole_model,
         error_feedback=not args.no_error_feedback,
         noniid=args.noniid,
         participation=args.participation,
@@ -79,6 +80,11 @@ def add_fl_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--participation", type=_fraction, default=1.0, help="clients per round (fraction)")
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--whole-model",
+        action="store_true",
+        help="topk/sbc/stc select over all tensors at once (one count and mean per message)",
+    )
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--momentum", type=float, default=0.0, help="the clients' SGD momentum")
     p.add_argument(

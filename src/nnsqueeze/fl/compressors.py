@@ -50,6 +50,7 @@ from nnsqueeze.fl.golomb import decode_positions, encode_positions, optimal_rice
 from nnsqueeze.quant import quantize
 
 MAGIC = b"FU"
+WHOLE_MODEL = 0x80  # method-byte flag of whole-model sparsification
 VERSION = 2  # 2: the Rice parameter is no longer sent (it follows from k and the size)
 Shape = tuple[int, ...]
 
@@ -127,9 +128,14 @@ class Compressor(ABC):
         """Frames the payloads of ``tensors`` into one checksummed message."""
         return self._frame([self.encode_tensor(np.asarray(t, dtype=np.float32)) for t in tensors])
 
+    @property
+    def wire_id(self) -> int:
+        """The method byte of this compressor's messages."""
+        return self.method_id
+
     def _frame(self, payloads: Sequence[bytes]) -> bytes:
         out = bytearray(MAGIC)
-        out += bytes((VERSION, self.method_id))
+        out += bytes((VERSION, self.wire_id))
         for p in payloads:
             _put_varint(out, len(p))
         for p in payloads:
@@ -151,8 +157,8 @@ class Compressor(ABC):
         if zlib.crc32(body) != crc:
             msg = "update message checksum mismatch (corrupt or truncated in transit)"
             raise BitstreamError(msg)
-        if body[2] != VERSION or body[3] != self.method_id:
-            msg = f"update message is version {body[2]} method {body[3]}, expected {VERSION}/{self.method_id}"
+        if body[2] != VERSION or body[3] != self.wire_id:
+            msg = f"update message is version {body[2]} method {body[3]}, expected {VERSION}/{self.wire_id}"
             raise BitstreamError(msg)
         reader = _Reader(body[4:], "update message")
         lengths = [reader.varint() for _ in range(count)]
@@ -215,15 +221,44 @@ def _positions(reader: _Reader, k: int, shape: Shape, tail: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class TopK(Compressor):
-    """Gradient dropping: the ``k = ceil(p N)`` largest ``|x|`` per tensor, values as float32."""
+class _Sparsifier(Compressor):
+    """Top-k, SBC and STC: ``sparsity`` is the kept fraction ``p``.  With ``whole_model`` the
+    selection runs once over the concatenation of all tensors (one count, one mean, one position code
+    per message, method byte ``0x80 | method_id``) instead of per tensor: small models save the
+    per-tensor overhead (about 7 bytes each), and layers compete for the budget."""
 
     sparsity: float = 0.01
-    name: ClassVar[str] = "topk"
-    method_id: ClassVar[int] = 1
+    whole_model: bool = False
 
     def __post_init__(self) -> None:
         _check_sparsity(self.sparsity)
+
+    @property
+    def wire_id(self) -> int:
+        return self.method_id | (WHOLE_MODEL if self.whole_model else 0)
+
+    def encode(self, tensors: Sequence[np.ndarray]) -> bytes:
+        if not self.whole_model:
+            return super().encode(tensors)
+        parts = [np.asarray(t, dtype=np.float32).reshape(-1) for t in tensors]
+        return self._frame([self.encode_tensor(np.concatenate(parts) if parts else np.zeros(0, np.float32))])
+
+    def decode(self, message: bytes, shapes: Sequence[Shape]) -> list[np.ndarray]:
+        if not self.whole_model:
+            return super().decode(message, shapes)
+        sizes = [_size(tuple(s)) for s in shapes]
+        (chunk,) = self._unframe(message, 1)
+        flat = self.decode_tensor(chunk, (sum(sizes),))
+        ends = np.cumsum(sizes)
+        return [flat[e - n : e].reshape(tuple(s)) for n, e, s in zip(sizes, ends, shapes, strict=True)]
+
+
+@dataclass(frozen=True)
+class TopK(_Sparsifier):
+    """Gradient dropping: the ``k = ceil(p N)`` largest ``|x|`` per tensor, values as float32."""
+
+    name: ClassVar[str] = "topk"
+    method_id: ClassVar[int] = 1
 
     def encode_tensor(self, values: np.ndarray) -> bytes:
         flat = values.reshape(-1)
@@ -242,16 +277,12 @@ class TopK(Compressor):
 
 
 @dataclass(frozen=True)
-class SparseBinary(Compressor):
+class SparseBinary(_Sparsifier):
     """SBC: top ``p`` of the positive and of the negative entries; the side with the larger mean
     magnitude is kept, every kept entry set to that signed mean (positions + one float)."""
 
-    sparsity: float = 0.01
     name: ClassVar[str] = "sbc"
     method_id: ClassVar[int] = 2
-
-    def __post_init__(self) -> None:
-        _check_sparsity(self.sparsity)
 
     def encode_tensor(self, values: np.ndarray) -> bytes:
         flat = values.reshape(-1).astype(np.float32)
@@ -277,15 +308,11 @@ class SparseBinary(Compressor):
 
 
 @dataclass(frozen=True)
-class SparseTernary(Compressor):
+class SparseTernary(_Sparsifier):
     """STC: top ``p`` by ``|x|``, every kept entry set to ``mu * sign(x)`` with ``mu`` their mean ``|x|``."""
 
-    sparsity: float = 0.01
     name: ClassVar[str] = "stc"
     method_id: ClassVar[int] = 3
-
-    def __post_init__(self) -> None:
-        _check_sparsity(self.sparsity)
 
     def encode_tensor(self, values: np.ndarray) -> bytes:
         flat = values.reshape(-1).astype(np.float32)
@@ -454,17 +481,19 @@ COMPRESSORS: dict[str, type[Compressor]] = {
 }
 
 
-def make_compressor(name: str, *, sparsity: float = 0.01, bits: int = 2) -> Compressor:
+def make_compressor(
+    name: str, *, sparsity: float = 0.01, bits: int = 2, whole_model: bool = False
+) -> Compressor:
     """A compressor by name: ``identity``, ``topk``, ``sbc``, ``stc``, ``cabac``, ``cabac-prev``
-    (``dgc`` uses ``topk``)."""
+    (``dgc`` uses ``topk``); ``whole_model`` applies to the sparsifiers (top-k, SBC, STC)."""
     if name == "identity":
         return Identity()
     if name in ("topk", "dgc"):
-        return TopK(sparsity)
+        return TopK(sparsity, whole_model)
     if name == "sbc":
-        return SparseBinary(sparsity)
+        return SparseBinary(sparsity, whole_model)
     if name == "stc":
-        return SparseTernary(sparsity)
+        return SparseTernary(sparsity, whole_model)
     if name == "cabac":
         return CabacQuantized(bits=bits)
     if name == "cabac-prev":

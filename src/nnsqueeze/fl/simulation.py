@@ -47,6 +47,7 @@ class SimulationConfig:
     compressor: str = "stc"
     sparsity: float = 0.01
     bits: int = 2
+    whole_model: bool = False  # topk / sbc / stc uploads: one selection over all tensors, not per tensor
     error_feedback: bool = True
     noniid: float | None = None  # Dirichlet alpha over classes; None: IID
     participation: float = 1.0
@@ -72,6 +73,9 @@ class SimulationConfig:
             raise ConfigError(msg)
         if self.downstream is not None and self.downstream not in COMPRESSOR_NAMES:
             msg = f"downstream must be one of {COMPRESSOR_NAMES}, got {self.downstream!r}"
+            raise ConfigError(msg)
+        if self.whole_model and self.compressor not in ("topk", "sbc", "stc"):
+            msg = f"whole_model applies to topk, sbc and stc, not {self.compressor!r}"
             raise ConfigError(msg)
         if self.clients < 1 or self.rounds < 0 or self.local_epochs < 1 or self.batch_size < 1:
             msg = "clients, local_epochs and batch_size must be >= 1 and rounds >= 0"
@@ -175,12 +179,13 @@ def _client_state(config: SimulationConfig) -> _Uploader:
         return DeepGradientCompression(
             config.sparsity, momentum=config.dgc_momentum, accumulate=config.error_feedback
         )
-    compressor = make_compressor(config.compressor, sparsity=config.sparsity, bits=config.bits)
-    return ErrorFeedback(compressor, enabled=config.error_feedback)
+    return ErrorFeedback(_decoder(config), enabled=config.error_feedback)
 
 
 def _decoder(config: SimulationConfig) -> Compressor:
-    return make_compressor(config.compressor, sparsity=config.sparsity, bits=config.bits)
+    return make_compressor(
+        config.compressor, sparsity=config.sparsity, bits=config.bits, whole_model=config.whole_model
+    )
 
 
 def _share_reference(
