@@ -241,7 +241,8 @@ def table_1000x(runs: list[dict[str, Any]]) -> list[str]:
         "",
         "Communication delay is SBC's lever (temporal sparsity): the clients train "
         f"{DELAY} local epochs between messages. Dense FedAvg is shown with 1 epoch per round (the main "
-        f"table's baseline) and with the same {DELAY} epochs (equal local compute).",
+        f"table's baseline) and with the same {DELAY} epochs (equal local compute). Whole-model rows "
+        "select once over all tensors (`whole_model=True`), which saves the per-tensor count and mean.",
         "",
         "| method | acc per seed | mean acc | Δ vs dense 1 epoch (points) | Δ vs dense same epochs (points) "
         "| mean upload bytes | × fewer than dense |",
