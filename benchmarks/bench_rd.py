@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_codec import narrow, nncodec_step
 
 import nnsqueeze
 from nnsqueeze.quant import dequantize, quantize
@@ -101,11 +102,6 @@ LAMBDAS = (0.05, 0.1, 0.2, 0.3)
 # collapsed; the sensitivity rows use other windows.
 ACC_WINDOW = (20.0, 1.0)
 ACC_WINDOWS_ALT = ((10.0, 0.5), (40.0, 2.0))
-
-
-def nncodec_step(qp: int) -> float:
-    """NNCodec's step of an integer QP (qp_density 2; nncodec.md section 1.3)."""
-    return float((4 + (qp & 3)) * 2.0 ** ((qp >> 2) - 2))
 
 
 # ------------------------------------------------------------------------------------------ BD-rate
@@ -546,15 +542,6 @@ def run_ours(model: Model, method: str, qp: float, lam: float, threads: int | No
     if method == "uniform":
         point["_decoded"] = decoded
     return point
-
-
-def narrow(levels: np.ndarray) -> np.ndarray:
-    lo, hi = (int(levels.min()), int(levels.max())) if levels.size else (0, 0)
-    for dtype in (np.int8, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= lo and hi <= info.max:
-            return levels.astype(dtype)
-    return levels.astype(np.int64)
 
 
 def uniform_xz(
