@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -273,6 +274,7 @@ class _DownRound:
             key=lambda m: m.metadata.dst_node_id,
         )
         self.stypes = {m.metadata.dst_node_id: _stype(m) for m in self.sent}
+        self.chains = {m.metadata.dst_node_id: _chain(m) for m in self.sent}  # the compressed messages
         self.given: dict[int, dict[str, np.ndarray]] = {}
         self.replies = [self._train(m, contexts, rnd) for m in self.sent]
 
@@ -291,6 +293,12 @@ class _DownRound:
 def _stype(msg: Message) -> str:
     (record,) = msg.content.array_records.values()
     return next(iter(record.values())).stype
+
+
+def _chain(msg: Message) -> dict[str, bytes]:
+    """The compressed broadcast's messages by the version each makes; empty for a dense model."""
+    (record,) = msg.content.array_records.values()
+    return {k: a.data for k, a in record.items() if a.stype.startswith("nnsqueeze-down/")}
 
 
 def _metric(reply: Message, key: str) -> float:
@@ -326,24 +334,60 @@ def test_downstream_clients_rebuild_the_servers_model_exactly() -> None:
         arrays = new
 
 
-def test_downstream_a_node_that_missed_a_round_gets_the_dense_model() -> None:
+def test_downstream_a_node_that_missed_rounds_gets_the_chain_of_changes() -> None:
     strategy = CompressedFedAvg(
         "stc", downstream="stc", downstream_sparsity=0.1, min_train_nodes=1, min_available_nodes=1
     )
-    contexts = {n: _context(n) for n in (1, 2, 3)}
+    contexts = {n: _context(n) for n in (1, 2, 3, 4)}
     arrays = _record(_arrays(0))
-    for rnd, nodes, stypes in [
-        (1, (1, 2), ["numpy.ndarray"] * 2),
-        (2, (1,), ["nnsqueeze-down/stc"]),
-        (3, (1, 2, 3), ["nnsqueeze-down/stc", "numpy.ndarray", "numpy.ndarray"]),  # 2 missed, 3 is new
+    sent: dict[str, bytes] = {}  # every change of the global model, as node 1 (in every round) got it
+    for rnd, nodes, chains in [
+        (1, (1, 2, 3), {1: [], 2: [], 3: []}),  # version 1, dense
+        (2, (1,), {1: ["2"]}),
+        (3, (1, 2), {1: ["3"], 2: ["2", "3"]}),  # 2 missed round 2
+        (4, (1, 2, 3, 4), {1: ["4"], 2: ["4"], 3: ["2", "3", "4"], 4: []}),  # 3 missed two, 4 is new
     ]:
         r = _DownRound(strategy, arrays, rnd, contexts, nodes)
-        assert list(r.stypes.values()) == stypes
-        for given in r.given.values():
-            np.testing.assert_array_equal(given["w"], _as_numpy(arrays)["w"])
+        assert {n: list(c) for n, c in r.chains.items()} == chains
+        sent |= r.chains[1]
+        for node, given in r.given.items():
+            for k, want in _as_numpy(arrays).items():
+                np.testing.assert_array_equal(given[k], want)  # bit-identical after the whole chain
+            assert r.chains[node] == {v: sent[v] for v in chains[node]}  # the messages exactly as sent
+        for node, reply in zip(r.chains, r.replies, strict=True):
+            size = sum(map(len, r.chains[node].values())) or DENSE_BYTES
+            assert _metric(reply, "bytes-down") == size
         new, _ = strategy.aggregate_train(rnd, r.replies)
         assert new is not None
         arrays = new
+    assert 0 < len(b"".join(sent[v] for v in "234")) < DENSE_BYTES
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"downstream": "topk", "downstream_sparsity": 0.5},  # one change is 290 bytes, two are more than 520
+        {"downstream": "stc", "downstream_sparsity": 0.1, "max_cached_versions": 1},
+    ],
+)
+def test_downstream_a_chain_that_is_not_kept_is_sent_dense(options: dict[str, Any]) -> None:
+    strategy = CompressedFedAvg("stc", min_train_nodes=1, min_available_nodes=1, **options)
+    contexts = {n: _context(n) for n in (1, 2)}
+    arrays = _record(_arrays(0))
+    for rnd, nodes in [(1, (1, 2)), (2, (1,)), (3, (1, 2))]:
+        r = _DownRound(strategy, arrays, rnd, contexts, nodes)
+        new, _ = strategy.aggregate_train(rnd, r.replies)
+        assert new is not None
+        arrays = new
+    assert {n: list(c) for n, c in r.chains.items()} == {1: ["3"], 2: []}  # 2 missed round 2
+    assert len(r.chains[1]["3"]) < DENSE_BYTES
+    assert _metric(r.replies[1], "bytes-down") == DENSE_BYTES
+    np.testing.assert_array_equal(r.given[2]["w"], r.given[1]["w"])
+
+
+def test_max_cached_versions_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_cached_versions must be at least 1"):
+        CompressedFedAvg("stc", downstream="stc", max_cached_versions=0)
 
 
 def test_downstream_a_failed_node_gets_the_dense_model_next() -> None:
@@ -361,9 +405,19 @@ def test_downstream_a_failed_node_gets_the_dense_model_next() -> None:
 
 def _flip_a_payload_byte(msg: Message, ctx: Context) -> None:
     (record,) = msg.content.array_records.values()
-    data = bytearray(record[PAYLOAD_KEY].data)
+    data = bytearray(record["2"].data)
     data[len(data) // 2] ^= 0x40
-    record[PAYLOAD_KEY] = Array(dtype="uint8", shape=(len(data),), stype=_stype(msg), data=bytes(data))
+    record["2"] = Array(dtype="uint8", shape=(len(data),), stype=_stype(msg), data=bytes(data))
+
+
+def _reorder(keys: list[str]) -> Callable[[Message, Context], None]:
+    """Keeps only the messages ``keys`` of the chain, in that order."""
+
+    def corrupt(msg: Message, ctx: Context) -> None:
+        ((name, record),) = msg.content.array_records.items()
+        msg.content[name] = ArrayRecord({k: record[k] for k in keys})
+
+    return corrupt
 
 
 def _forget_the_model(msg: Message, ctx: Context) -> None:
@@ -381,7 +435,10 @@ def _hold_another_model(msg: Message, ctx: Context) -> None:
 @pytest.mark.parametrize(
     ("corrupt", "reason"),
     [
-        (_flip_a_payload_byte, "update message checksum mismatch"),
+        (_flip_a_payload_byte, "change to global model 2: update message checksum mismatch"),
+        (_reorder(["3"]), "has the change to '3' where the change to 2 belongs"),
+        (_reorder(["3", "2"]), "has the change to '3' where the change to 2 belongs"),
+        (_reorder(["2"]), "ends at global model 2, but the header says 3"),
         (_forget_the_model, "updates global model 1, but this node holds no global model"),
         (_hold_another_version, "updates global model 1; this node holds 7"),
         (_hold_another_model, "does not match the server's"),
@@ -390,16 +447,20 @@ def _hold_another_model(msg: Message, ctx: Context) -> None:
 def test_downstream_a_broadcast_that_does_not_apply_raises(
     corrupt: Callable[[Message, Context], None], reason: str
 ) -> None:
-    strategy = CompressedFedAvg("stc", downstream="stc", downstream_sparsity=0.1)
+    strategy = CompressedFedAvg(
+        "stc", downstream="stc", downstream_sparsity=0.1, min_train_nodes=1, min_available_nodes=1
+    )
     contexts = {n: _context(n) for n in (1, 2)}
-    arrays, _ = strategy.aggregate_train(1, _DownRound(strategy, _record(_arrays(0)), 1, contexts).replies)
-    assert arrays is not None
-    msg = sorted(
-        strategy.configure_train(2, arrays, ConfigRecord(), _Grid()), key=lambda m: m.metadata.dst_node_id
-    )[0]
-    corrupt(msg, contexts[1])
+    arrays = _record(_arrays(0))
+    for rnd, nodes in [(1, (1, 2)), (2, (1,))]:
+        new, _ = strategy.aggregate_train(rnd, _DownRound(strategy, arrays, rnd, contexts, nodes).replies)
+        assert new is not None
+        arrays = new
+    (msg,) = strategy.configure_train(3, arrays, ConfigRecord(), _Grid((2,)))
+    assert list(_chain(msg)) == ["2", "3"]  # node 2 holds version 1
+    corrupt(msg, contexts[2])
     with pytest.raises(BitstreamError, match=reason):
-        make_compression_mod("stc")(msg, contexts[1], _trainer(_arrays(1), 10))
+        make_compression_mod("stc")(msg, contexts[2], _trainer(_arrays(1), 10))
 
 
 def test_cabac_prev_is_refused() -> None:

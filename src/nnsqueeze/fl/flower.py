@@ -15,11 +15,13 @@ Two pieces, used together (``pip install "nnsqueeze[flower]"``):
 
 Downstream: ``CompressedFedAvg(..., downstream="stc")`` compresses the broadcast too, as STC does.
 The server compresses each round's change of the global model (with its own error-feedback residual)
-and applies the *decoded* change to its copy, so server and clients hold bit-identical models.  A node
-that confirmed the previous version (a usable reply in the last round that changed the model) is sent
-that message; any other node (new, missed a round, failed) is sent the dense model.  The Mod
-reconstructs the dense arrays from the model it kept in ``ctx.state`` (``.npy``), checks version and
-checksum, and hands the train handler an ordinary ArrayRecord; ``bytes-down`` goes in the reply metrics.
+and applies the *decoded* change to its copy, so server and clients hold bit-identical models.  It keeps
+the recent messages (STC's update caching) while their total stays below the dense model's size.  A node
+that confirmed an older version (a usable reply in the round that produced it) is sent the chain of
+messages from there to the current version when all are kept; any other node (new, failed, too far
+behind) is sent the dense model.  The Mod applies the chain to the model it kept in ``ctx.state``
+(``.npy``), checks versions and checksum, and hands the train handler an ordinary ArrayRecord;
+``bytes-down`` (the chain's size) goes in the reply metrics.
 
 Evaluate and query messages pass through the Mod unchanged (evaluate messages carry the dense model).
 
@@ -65,7 +67,7 @@ log = logging.getLogger("nnsqueeze.fl")
 STYPE_PREFIX = "nnsqueeze/"
 PAYLOAD_KEY = "update"
 RESIDUAL_KEY = "nnsqueeze-residual"
-DOWN_STYPE_PREFIX = "nnsqueeze-down/"
+DOWN_STYPE_PREFIX = "nnsqueeze-down/"  # a compressed broadcast: one Array per change, keyed by its version
 DOWN_KEY = "nnsqueeze-down"  # the ConfigRecord of a downstream train message: version, crc (base, bits)
 GLOBAL_KEY = "nnsqueeze-global"  # ctx.state: the global arrays this node holds
 GLOBAL_VERSION_KEY = "nnsqueeze-global-version"  # ctx.state: their version
@@ -187,12 +189,13 @@ def _receive_global(
 ) -> tuple[dict[str, np.ndarray], int]:
     """The global arrays of a downstream train message and its size in bytes; stores them in ``state``.
 
-    A dense message is taken as it is.  A compressed one is decoded against the arrays kept from the
-    last round, which must be the version it updates; the result must match the server's checksum.
+    A dense message (no ``base`` in the header) is taken as it is.  A compressed one is a chain of
+    changes, applied in order to the arrays kept from an earlier round, which must be the version the
+    chain starts from; each message must make the next version, and the result must be the header's
+    version and match the server's checksum.
     """
     version = _header_int(header, "version")
-    payload = record.get(PAYLOAD_KEY)
-    if payload is None or not payload.stype.startswith(DOWN_STYPE_PREFIX):
+    if "base" not in header:
         arrays = _numpy(record)
         size = sum(a.nbytes for a in arrays.values())
     else:
@@ -208,18 +211,41 @@ def _receive_global(
         if (version_held := held.get("version")) != base:
             msg = f"the compressed broadcast updates global model {base}; this node holds {version_held!r}"
             raise BitstreamError(msg)
-        codec = make_compressor(
-            payload.stype.removeprefix(DOWN_STYPE_PREFIX), bits=_header_int(header, "bits")
-        )
-        previous = _numpy(kept)
-        delta = codec.decode(payload.data, [a.shape for a in previous.values()])
-        arrays = {n: _add(a, d) for (n, a), d in zip(previous.items(), delta, strict=True)}
+        arrays, size = _apply_chain(record, _numpy(kept), base, _header_int(header, "bits"))
+        if (end := base + len(record)) != version:
+            msg = f"the compressed broadcast ends at global model {end}, but the header says {version}"
+            raise BitstreamError(msg)
         if _crc(arrays) != _header_int(header, "crc"):
             msg = "the reconstructed global model does not match the server's (checksum mismatch)"
             raise BitstreamError(msg)
-        size = len(payload.data)
     state[GLOBAL_KEY] = ArrayRecord({n: Array(a) for n, a in arrays.items()})
     state[GLOBAL_VERSION_KEY] = ConfigRecord({"version": version})
+    return arrays, size
+
+
+def _apply_chain(
+    record: ArrayRecord, arrays: dict[str, np.ndarray], base: int, bits: int
+) -> tuple[dict[str, np.ndarray], int]:
+    """``arrays`` (global model ``base``) moved by each message of ``record`` in turn, and their size."""
+    size = 0
+    for at, (key, payload) in enumerate(record.items(), start=base + 1):
+        if key != str(at):
+            msg = (
+                f"the compressed broadcast from global model {base} has the change to {key!r} "
+                f"where the change to {at} belongs (missing or out of order)"
+            )
+            raise BitstreamError(msg)
+        if not payload.stype.startswith(DOWN_STYPE_PREFIX):
+            msg = f"the compressed broadcast's change to global model {at} has stype {payload.stype!r}"
+            raise BitstreamError(msg)
+        codec = make_compressor(payload.stype.removeprefix(DOWN_STYPE_PREFIX), bits=bits)
+        try:
+            delta = codec.decode(payload.data, [a.shape for a in arrays.values()])
+        except BitstreamError as exc:
+            msg = f"the compressed broadcast's change to global model {at}: {exc}"
+            raise BitstreamError(msg) from exc
+        arrays = {n: _add(a, d) for (n, a), d in zip(arrays.items(), delta, strict=True)}
+        size += len(payload.data)
     return arrays, size
 
 
@@ -243,8 +269,10 @@ class CompressedFedAvg(FedAvg):
 
     ``downstream`` (a compressor name, with ``downstream_sparsity`` and ``bits``) compresses the
     broadcast: each round's change of the global model plus the server's residual is compressed, and
-    the decoded change is what the global model moves by.  A node gets that message if it holds the
-    previous version (it sent a usable reply in the round that produced it), else the dense model.
+    the decoded change is what the global model moves by.  The recent messages are kept, the oldest
+    dropped while their total size reaches the dense model's or there are more than
+    ``max_cached_versions``.  A node that holds an older version (it sent a usable reply in the round
+    that produced it) gets the kept messages from there to the current version, else the dense model.
     """
 
     def __init__(
@@ -254,8 +282,12 @@ class CompressedFedAvg(FedAvg):
         bits: int = 2,
         downstream: str | Compressor | None = None,
         downstream_sparsity: float = 0.01,
+        max_cached_versions: int | None = None,
         **fedavg: Any,
     ) -> None:
+        if max_cached_versions is not None and max_cached_versions < 1:
+            msg = f"max_cached_versions must be at least 1 (or None), got {max_cached_versions}"
+            raise ConfigError(msg)
         super().__init__(**fedavg)
         self.compressor = _codec(compressor, 1.0, bits)  # sparsity is read from the payload
         self.bits = bits
@@ -263,8 +295,9 @@ class CompressedFedAvg(FedAvg):
         self._down: ErrorFeedback | None = None
         if downstream is not None:
             self._down = ErrorFeedback(_codec(downstream, downstream_sparsity, bits))
+        self.max_cached_versions = max_cached_versions
         self._version = 0  # of self._global; nodes hold versions
-        self._broadcast: bytes | None = None  # the change from version - 1 to version, as sent
+        self._cache: dict[int, bytes] = {}  # version v -> the change from v - 1 to v, as sent; recent ones
         self._holds: dict[int, int] = {}  # node -> the version it confirmed holding
 
     def configure_train(
@@ -272,7 +305,7 @@ class CompressedFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """FedAvg's train messages; the arrays are kept to add the clients' deltas to.
 
-        With ``downstream``, a node that holds the previous version gets the compressed change.
+        With ``downstream``, a node that holds a version whose later changes are all kept gets them.
         """
         messages = super().configure_train(server_round, arrays, config, grid)
         current = _numpy(arrays)
@@ -284,25 +317,34 @@ class CompressedFedAvg(FedAvg):
                 log.warning(
                     "round %d: the model is not the last aggregate; every node gets it dense", server_round
                 )
-            self._global, self._version, self._broadcast = current, self._version + 1, None
+            self._global, self._version = current, self._version + 1
+            self._cache.clear()
             self._down.residual = []
         crc = _crc(self._global)
         return [self._downstream(m, self._down.compressor.name, crc) for m in messages]
 
     def _downstream(self, msg: Message, compressor: str, crc: int) -> Message:
-        """``msg`` with the version header, and the compressed change if its node holds the last version."""
+        """``msg`` with the version header, and the compressed changes if its node's version is cached."""
         held = self._holds.pop(msg.metadata.dst_node_id, None)  # confirmed again by a usable reply
         header = ConfigRecord({"version": self._version, "crc": crc})
         content = dict(msg.content.items())
-        if self._broadcast is not None and held == self._version - 1:
-            data, stype = self._broadcast, DOWN_STYPE_PREFIX + compressor
-            payload = Array(dtype="uint8", shape=(len(data),), stype=stype, data=data)
-            content[self.arrayrecord_key] = ArrayRecord({PAYLOAD_KEY: payload})
+        if held is not None and (chain := self._chain(held)):
+            stype = DOWN_STYPE_PREFIX + compressor
+            content[self.arrayrecord_key] = ArrayRecord(
+                {str(v): Array(dtype="uint8", shape=(len(d),), stype=stype, data=d) for v, d in chain.items()}
+            )
             header["base"] = held
             header["bits"] = self.bits
         content[DOWN_KEY] = header
         msg.content = RecordDict(content)
         return msg
+
+    def _chain(self, held: int) -> dict[int, bytes]:
+        """The cached changes from version ``held`` to the current one, in order; empty if one is not kept."""
+        versions = range(held + 1, self._version + 1)
+        if not all(v in self._cache for v in versions):
+            return {}
+        return {v: self._cache[v] for v in versions}
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -334,13 +376,29 @@ class CompressedFedAvg(FedAvg):
             log.warning("round %d: no usable update; the global model is unchanged", server_round)
             return None, None
         mean = fedavg(deltas, weights)
+        broadcast = None
         if self._down is not None:  # the model moves by what the clients will decode
-            self._broadcast, mean = self._down.step(mean)
+            broadcast, mean = self._down.step(mean)
         arrays = {name: _add(g, d) for (name, g), d in zip(self._global.items(), mean, strict=True)}
-        if self._down is not None:
+        if broadcast is not None:
             self._global, self._version = arrays, self._version + 1
+            self._keep(broadcast)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         return ArrayRecord({name: Array(a) for name, a in arrays.items()}), metrics
+
+    def _keep(self, broadcast: bytes) -> None:
+        """Caches the change to the current version; drops the oldest changes no chain could use.
+
+        A chain is sent only if it is smaller than the dense model, so the cache never holds as many
+        bytes as the dense model (nor more than ``max_cached_versions`` changes).
+        """
+        self._cache[self._version] = broadcast
+        dense = sum(a.nbytes for a in self._global.values())
+        limit = self.max_cached_versions
+        while self._cache and (
+            sum(map(len, self._cache.values())) >= dense or (limit is not None and len(self._cache) > limit)
+        ):
+            del self._cache[min(self._cache)]
 
     def _decode(self, content: RecordDict) -> tuple[list[np.ndarray], float]:
         """One reply's deltas and weight; raises an :class:`NnsqueezeError` saying what is wrong."""
