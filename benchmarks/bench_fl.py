@@ -42,7 +42,7 @@ from nnsqueeze.fl.simulation import (
 
 OUT = Path(__file__).parent / "fl_results"
 
-# (label, compressor, sparsity, error feedback)
+# (label, compressor, sparsity, error feedback); "whole-model" in a label: one selection over all tensors
 METHODS: list[tuple[str, str, float, bool]] = [
     ("dense FedAvg", "identity", 1.0, False),
     ("top-k p=0.01 +EF", "topk", 0.01, True),
@@ -55,6 +55,8 @@ METHODS: list[tuple[str, str, float, bool]] = [
     ("STC p=0.01", "stc", 0.01, False),
     ("SBC p=0.001 +EF", "sbc", 0.001, True),
     ("STC p=0.001 +EF", "stc", 0.001, True),
+    ("SBC whole-model p=0.01 +EF", "sbc", 0.01, True),
+    ("STC whole-model p=0.01 +EF", "stc", 0.01, True),
     ("CABAC 2-bit +EF", "cabac", 1.0, True),
     ("CABAC 2-bit", "cabac", 1.0, False),
     ("CABAC-prev 2-bit +EF", "cabac-prev", 1.0, True),
@@ -75,6 +77,8 @@ MNIST1D_METHODS = {
     "SBC p=0.01 +EF",
     "STC p=0.01 +EF",
     "STC p=0.001 +EF",
+    "SBC whole-model p=0.01 +EF",
+    "STC whole-model p=0.01 +EF",
     "CABAC 2-bit +EF",
     "CABAC 2-bit",
     "CABAC-prev 2-bit +EF",
@@ -135,6 +139,7 @@ def main_jobs(
                 "compressor": comp,
                 "sparsity": sp,
                 "error_feedback": ef,
+                "whole_model": "whole-model" in label,
                 "noniid": a,
             },
         )
