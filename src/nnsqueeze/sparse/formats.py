@@ -548,6 +548,7 @@ def _check_grouped(
 class _GroupedFormat(Format):
     """What CER and CSER share: entries stored as groups of columns, ``group_ptr`` delimiting them."""
 
+    row_ptr: np.ndarray
     col_idx: np.ndarray
     group_ptr: np.ndarray
 
@@ -558,6 +559,37 @@ class _GroupedFormat(Format):
     @property
     def groups(self) -> int:
         return int(self.group_ptr.size - 1)
+
+    @abstractmethod
+    def _implicit_value(self) -> float:
+        """The value every entry outside the groups holds (omega0)."""
+
+    @abstractmethod
+    def _value_accesses(self, implicit: bool) -> list[Access]:
+        """The loads of the groups' values (``implicit``: omega0 is nonzero)."""
+
+    def product_cost(self, *, bias: bool = False) -> ProductCost:
+        m, n = self.shape
+        nnz, groups = self.nnz, self.groups
+        omega0 = self._implicit_value() != 0.0
+        x, y = activation_accesses(m, n, nnz + (n if omega0 else 0))
+        acc = [
+            Access("row_ptr", 2 * m, _bits(self.row_ptr), self.row_ptr.nbytes),
+            Access("group_ptr", groups + m, _bits(self.group_ptr), self.group_ptr.nbytes),
+            *self._value_accesses(omega0),
+            Access("col_idx", nnz, _bits(self.col_idx), self.col_idx.nbytes),
+            x,
+            y,
+        ]
+        adds = row_adds(_row_nnz(self.row_ptr, self.group_ptr))
+        mults = groups
+        if omega0:  # omega0 * sum(x): the sum once, then one multiply-add per row
+            adds += max(n - 1, 0) + m
+            mults += m
+        if bias:
+            acc.append(Access("bias", m, 32, 4 * m))
+            adds += m
+        return ProductCost(tuple(acc), adds, mults)
 
 
 class CER(_GroupedFormat):
@@ -649,28 +681,12 @@ class CER(_GroupedFormat):
         w[_entry_rows(self.row_ptr, self.group_ptr), self.col_idx] = np.repeat(group_value, sizes)
         return w
 
-    def product_cost(self, *, bias: bool = False) -> ProductCost:
-        m, n = self.shape
-        nnz, groups = self.nnz, self.groups
-        omega0 = float(self.omega[0]) != 0.0
-        x, y = activation_accesses(m, n, nnz + (n if omega0 else 0))
-        acc = [
-            Access("row_ptr", 2 * m, _bits(self.row_ptr), self.row_ptr.nbytes),
-            Access("group_ptr", groups + m, _bits(self.group_ptr), self.group_ptr.nbytes),
-            Access("omega", groups + (m if omega0 else 0), 32, self.omega.nbytes),
-            Access("col_idx", nnz, _bits(self.col_idx), self.col_idx.nbytes),
-            x,
-            y,
-        ]
-        adds = row_adds(_row_nnz(self.row_ptr, self.group_ptr))
-        mults = groups
-        if omega0:  # omega0 * sum(x): the sum once, then one multiply-add per row
-            adds += max(n - 1, 0) + m
-            mults += m
-        if bias:
-            acc.append(Access("bias", m, 32, 4 * m))
-            adds += m
-        return ProductCost(tuple(acc), adds, mults)
+    def _implicit_value(self) -> float:
+        return float(self.omega[0])
+
+    def _value_accesses(self, implicit: bool) -> list[Access]:
+        m = self.shape[0]
+        return [Access("omega", self.groups + (m if implicit else 0), 32, self.omega.nbytes)]
 
     def _matmul(self, x: np.ndarray, out: np.ndarray, bias: np.ndarray | None, threads: int) -> None:
         _core.cer_matmul(
@@ -772,29 +788,14 @@ class CSER(_GroupedFormat):
         )
         return w
 
-    def product_cost(self, *, bias: bool = False) -> ProductCost:
-        m, n = self.shape
-        nnz, groups = self.nnz, self.groups
-        omega0 = self.omega0 != 0.0
-        x, y = activation_accesses(m, n, nnz + (n if omega0 else 0))
-        acc = [
-            Access("row_ptr", 2 * m, _bits(self.row_ptr), self.row_ptr.nbytes),
-            Access("group_ptr", groups + m, _bits(self.group_ptr), self.group_ptr.nbytes),
-            Access("value_idx", groups, _bits(self.value_idx), self.value_idx.nbytes),
-            Access("values", groups, 32, self.values.nbytes),
-            Access("col_idx", nnz, _bits(self.col_idx), self.col_idx.nbytes),
-            x,
-            y,
+    def _implicit_value(self) -> float:
+        return self.omega0
+
+    def _value_accesses(self, implicit: bool) -> list[Access]:
+        return [
+            Access("value_idx", self.groups, _bits(self.value_idx), self.value_idx.nbytes),
+            Access("values", self.groups, 32, self.values.nbytes),
         ]
-        adds = row_adds(_row_nnz(self.row_ptr, self.group_ptr))
-        mults = groups
-        if omega0:
-            adds += max(n - 1, 0) + m
-            mults += m
-        if bias:
-            acc.append(Access("bias", m, 32, 4 * m))
-            adds += m
-        return ProductCost(tuple(acc), adds, mults)
 
     def _matmul(self, x: np.ndarray, out: np.ndarray, bias: np.ndarray | None, threads: int) -> None:
         _core.cser_matmul(
