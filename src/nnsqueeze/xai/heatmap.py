@@ -124,6 +124,38 @@ def _cmap() -> Any:
     )
 
 
+def _color_limits(maps: np.ndarray, per_map_scale: bool) -> np.ndarray:
+    """Symmetric colour limits (N, K) of maps (N, K, ...): each map's largest |R|, or its row's;
+    1 where a map (or row) is all zeros."""
+    n, k = maps.shape[:2]
+    peak = np.abs(maps.reshape(n, k, -1)).max(axis=2) if maps.size else np.zeros((n, k))
+    if not per_map_scale:
+        peak = np.broadcast_to(peak.max(axis=1, keepdims=True) if k else peak, (n, k))
+    return np.where(peak > 0, peak, 1.0)
+
+
+def _save_grid(
+    plt: Any,
+    fig: Any,
+    axes: Any,
+    path: str | Path,
+    col_titles: Sequence[str] | None,
+    title: str | None,
+    dpi: int,
+) -> Path:
+    """Column titles over the first row, the figure title, then the PNG."""
+    if col_titles is not None:
+        for j, text in enumerate(col_titles[: axes.shape[1]]):
+            axes[0, j].set_title(text, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def heatmap_grid(
     path: str | Path,
     images: Any,
@@ -147,27 +179,18 @@ def heatmap_grid(
     size = (1.6 * (k + 1), 1.6 * n + (0.5 if title else 0))
     fig, axes = plt.subplots(n, k + 1, figsize=size, squeeze=False)
     cmap = _cmap()
+    limits = _color_limits(maps, per_map_scale)
     for i in range(n):
-        row_max = float(np.abs(maps[i]).max()) or 1.0
         axes[i, 0].imshow(imgs[i], cmap="gray_r")
         for j in range(k):
-            vmax = (float(np.abs(maps[i, j]).max()) or 1.0) if per_map_scale else row_max
+            vmax = float(limits[i, j])
             axes[i, j + 1].imshow(maps[i, j], cmap=cmap, vmin=-vmax, vmax=vmax)
         if row_titles is not None:
             axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    if col_titles is not None:
-        for j, text in enumerate(col_titles[: k + 1]):
-            axes[0, j].set_title(text, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save_grid(plt, fig, axes, path, col_titles, title, dpi)
 
 
 def signal_grid(
@@ -192,10 +215,10 @@ def signal_grid(
     fig, axes = plt.subplots(n, k, figsize=(2.4 * k, 1.4 * n + (0.5 if title else 0)), squeeze=False)
     cmap = _cmap()
     t = np.arange(length)
+    limits = _color_limits(maps, per_map_scale)
     for i in range(n):
-        row_max = float(np.abs(maps[i]).max()) or 1.0
         for j in range(k):
-            vmax = (float(np.abs(maps[i, j]).max()) or 1.0) if per_map_scale else row_max
+            vmax = float(limits[i, j])
             ax = axes[i, j]
             ax.plot(t, sig[i], color="0.6", linewidth=0.8)
             ax.scatter(t, sig[i], c=maps[i, j], cmap=cmap, vmin=-vmax, vmax=vmax, s=12, edgecolors="none")
@@ -203,16 +226,7 @@ def signal_grid(
             ax.set_yticks([])
         if row_titles is not None:
             axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
-    if col_titles is not None:
-        for j, text in enumerate(col_titles[:k]):
-            axes[0, j].set_title(text, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save_grid(plt, fig, axes, path, col_titles, title, dpi)
 
 
 def tokens_html(tokens: Sequence[str], relevance: Any, *, title: str | None = None) -> str:
