@@ -54,7 +54,7 @@ from nnsqueeze.io import NamedTensor, open_checkpoint, write_checkpoint
 from nnsqueeze.quant import quantize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import machine_note, measure, replace_section
+from bench_memory import git_revision, machine_note, measure, replace_section
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -527,12 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench_codec.py " + " ".join(argv if argv is not None else sys.argv[1:])
     started = dt.datetime.now()
     note = machine_note()
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    commit = git_revision()
 
     import torch
 

@@ -160,18 +160,31 @@ def median_peak(cmd: list[str], repeat: int) -> tuple[Peak, list[Peak]]:
     ), runs
 
 
-def machine_note() -> str:
-    cpu = platform.processor() or platform.machine()
+def git_revision() -> str:
+    """``git describe --always --dirty`` of this checkout (empty outside git)."""
+    return subprocess.run(
+        ["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_note() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs (shared, noisy host), {platform.system()} "
+        f"{cpu_name()}, {os.cpu_count()} logical CPUs (shared, noisy host), {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, numpy {np.__version__}; "
         f"load average at start {load}"
     )
@@ -212,12 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python benchmarks/bench_memory.py " + " ".join(argv if argv is not None else sys.argv[1:])
     note = machine_note()
-    commit = subprocess.run(
-        ["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    commit = git_revision()
     plan = plan_tensors(args.size_mb, args.largest_mb)
     largest = max(4 * int(np.prod(s)) for _, s in plan)
     raw = sum(4 * int(np.prod(s)) for _, s in plan)

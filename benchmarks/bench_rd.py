@@ -50,15 +50,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_codec import narrow, nncodec_step
+from bench_codec import HERE, NNCODEC_PYTHON, narrow, nncodec_step
+from bench_memory import cpu_name, git_revision
 
 import nnsqueeze
 from nnsqueeze.quant import dequantize, quantize
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-NNCODEC_PYTHON = Path("/work/nncodec-venv/bin/python")
-RUNNER = HERE / "nncodec_runner.py"
 MB = 1e6
 QP_1D_OFFSET = nnsqueeze.CompressOptions().qp_1d_offset  # our 1-D tensors: the weight step * 2^(offset/4)
 
@@ -1396,12 +1393,7 @@ def write_report(
 
 
 def machine_note() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_name()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     import torch
 
@@ -1441,12 +1433,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = [a for a in (argv if argv is not None else sys.argv[1:])]
     command = " ".join(["python benchmarks/bench_rd.py", *shown])
     started = dt.datetime.now()
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    commit = git_revision()
     import torch
 
     torch.set_num_threads(1)
