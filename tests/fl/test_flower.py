@@ -334,6 +334,23 @@ def test_downstream_clients_rebuild_the_servers_model_exactly() -> None:
         arrays = new
 
 
+def test_downstream_whole_model_broadcast_is_decoded_as_whole_model() -> None:
+    # the Mod reads per-tensor or whole-model from each message's method byte
+    strategy = CompressedFedAvg("stc", downstream=SparseTernary(0.1, whole_model=True))
+    contexts = {n: _context(n) for n in (1, 2)}
+    arrays = _record(_arrays(0))
+    for rnd in (1, 2, 3):
+        r = _DownRound(strategy, arrays, rnd, contexts)
+        for given in r.given.values():
+            for k, want in _as_numpy(arrays).items():
+                np.testing.assert_array_equal(given[k], want)
+        new, _ = strategy.aggregate_train(rnd, r.replies)
+        assert new is not None
+        moved = sum(np.count_nonzero(_as_numpy(new)[k] - _as_numpy(arrays)[k]) for k in SHAPES)
+        assert moved == 13  # one selection of 10 % over all 130 entries
+        arrays = new
+
+
 def test_downstream_a_node_that_missed_rounds_gets_the_chain_of_changes() -> None:
     strategy = CompressedFedAvg(
         "stc", downstream="stc", downstream_sparsity=0.1, min_train_nodes=1, min_available_nodes=1

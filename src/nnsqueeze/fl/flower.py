@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from nnsqueeze.errors import BitstreamError, ConfigError, MissingDependencyError, NnsqueezeError, TensorError
-from nnsqueeze.fl.compressors import CabacPreviousUpdate, Compressor, make_compressor
+from nnsqueeze.fl.compressors import WHOLE_MODEL, CabacPreviousUpdate, Compressor, make_compressor
 from nnsqueeze.fl.error_feedback import ErrorFeedback
 from nnsqueeze.fl.simulation import fedavg
 
@@ -238,7 +238,11 @@ def _apply_chain(
         if not payload.stype.startswith(DOWN_STYPE_PREFIX):
             msg = f"the compressed broadcast's change to global model {at} has stype {payload.stype!r}"
             raise BitstreamError(msg)
-        codec = make_compressor(payload.stype.removeprefix(DOWN_STYPE_PREFIX), bits=bits)
+        # the method byte says whether the server sparsified tensor by tensor or the whole model
+        whole_model = len(payload.data) > 3 and bool(payload.data[3] & WHOLE_MODEL)
+        codec = make_compressor(
+            payload.stype.removeprefix(DOWN_STYPE_PREFIX), bits=bits, whole_model=whole_model
+        )
         try:
             delta = codec.decode(payload.data, [a.shape for a in arrays.values()])
         except BitstreamError as exc:
