@@ -1,12 +1,16 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "nnsqueeze/arith.hpp"
 #include "nnsqueeze/byte_coder.hpp"
 #include "nnsqueeze/level_coder.hpp"
+#include "nnsqueeze/plane_coder.hpp"
 #include "nnsqueeze/trellis.hpp"
 
 namespace nb = nanobind;
@@ -19,6 +23,7 @@ using LevelsOut = nb::ndarray<int32_t, nb::ndim<1>, nb::c_contig, nb::device::cp
 using Bytes = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using BytesOut = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using FloatsOut = nb::ndarray<float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Lengths = nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 nb::bytes to_bytes(const std::vector<uint8_t>& v) { return nb::bytes(reinterpret_cast<const char*>(v.data()), v.size()); }
 
@@ -26,6 +31,18 @@ void check_count(std::size_t rows, std::size_t cols, std::size_t count) {
     // Divides rather than multiplies: rows * cols may wrap around.
     const bool match = cols == 0 ? count == 0 : count % cols == 0 && count / cols == rows;
     if (!match) throw std::invalid_argument("rows * cols does not match the number of levels");
+}
+
+nnsqueeze::PlaneLayout plane_layout(std::size_t bytes, int itemsize, bool rotate_sign, std::size_t chunk_elements) {
+    nnsqueeze::PlaneLayout layout;
+    layout.itemsize = itemsize;
+    layout.rotate_sign = rotate_sign;
+    layout.chunk_elements = chunk_elements;
+    nnsqueeze::check_plane_layout(layout);
+    if (bytes % static_cast<std::size_t>(itemsize) != 0)
+        throw std::invalid_argument("data length is not a multiple of itemsize");
+    layout.count = bytes / static_cast<std::size_t>(itemsize);
+    return layout;
 }
 
 nnsqueeze::LevelCoderParams params(int num_gtx, int fast_shift, int slow_shift) {
@@ -152,4 +169,45 @@ void bind_coding(nb::module_& m) {
             nnsqueeze::decode_bytes(payload.data(), payload.shape(0), out.shape(0) / itemsize, itemsize, out.data());
         },
         "payload"_a.noconvert(), "itemsize"_a, "out"_a.noconvert());
+
+    m.attr("MAX_PLANE_CHUNK_ELEMENTS") = nnsqueeze::kMaxPlaneChunkElements;
+
+    m.def(
+        "encode_planes",
+        [](Bytes data, int itemsize, bool rotate_sign, std::size_t chunk_elements, int threads) {
+            const auto layout = plane_layout(data.shape(0), itemsize, rotate_sign, chunk_elements);
+            std::vector<std::vector<uint8_t>> chunks;
+            {
+                nb::gil_scoped_release release;
+                chunks = nnsqueeze::encode_planes(data.data(), layout, threads);
+            }
+            std::size_t total = 0;
+            std::vector<uint64_t> lengths;
+            for (const auto& c : chunks) {
+                lengths.push_back(c.size());
+                total += c.size();
+            }
+            // Filled in place: the chunks are copied once, straight into the Python object.
+            auto payload = nb::steal<nb::bytes>(PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total)));
+            if (!payload.is_valid()) throw std::bad_alloc();
+            auto* dst = reinterpret_cast<uint8_t*>(PyBytes_AsString(payload.ptr()));
+            for (const auto& c : chunks) {
+                std::copy(c.begin(), c.end(), dst);
+                dst += c.size();
+            }
+            return std::make_tuple(std::move(payload), std::move(lengths));
+        },
+        "data"_a.noconvert(), "itemsize"_a, "rotate_sign"_a, "chunk_elements"_a, "threads"_a);
+
+    m.def(
+        "decode_planes",
+        [](Bytes payload, Lengths chunk_lengths, int itemsize, bool rotate_sign, std::size_t chunk_elements,
+           int threads, BytesOut out) {
+            const auto layout = plane_layout(out.shape(0), itemsize, rotate_sign, chunk_elements);
+            nb::gil_scoped_release release;
+            nnsqueeze::decode_planes(payload.data(), payload.shape(0), chunk_lengths.data(), chunk_lengths.shape(0),
+                                     layout, threads, out.data());
+        },
+        "payload"_a.noconvert(), "chunk_lengths"_a.noconvert(), "itemsize"_a, "rotate_sign"_a, "chunk_elements"_a,
+        "threads"_a, "out"_a.noconvert());
 }

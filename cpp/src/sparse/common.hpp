@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "nnsqueeze/parallel.hpp"
 #include "nnsqueeze/sparse/kernels.hpp"
 
 namespace nnsqueeze::sparse::detail {
@@ -84,21 +85,6 @@ template <class Vi>
 inline void check_value_idx(const Vi* value_idx, std::size_t g0, std::size_t g1, std::size_t num_values) {
     for (std::size_t g = g0; g < g1; ++g)
         if (value_idx[g] >= num_values) fail_index("value_idx", g, value_idx[g], "values", num_values);
-}
-
-// Runs f(begin, end) over [0, count) split into contiguous ranges on up to `threads` threads.
-// The first exception thrown by any range is rethrown after all threads finished.
-template <class F>
-void parallel_ranges(std::size_t count, int threads, std::size_t work_per_item, F&& f);
-
-void run_parallel(std::size_t count, int threads, std::size_t work_per_item,
-                  void (*fn)(void* ctx, std::size_t begin, std::size_t end), void* ctx);
-
-template <class F>
-void parallel_ranges(std::size_t count, int threads, std::size_t work_per_item, F&& f) {
-    run_parallel(
-        count, threads, work_per_item,
-        [](void* ctx, std::size_t b, std::size_t e) { (*static_cast<F*>(ctx))(b, e); }, &f);
 }
 
 // Row kernels: compute rows [r0, r1) of y for every token.  `Scalar` versions are portable C++,

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 
 #include "common.hpp"
 
@@ -166,40 +165,6 @@ void fail_index(const char* array, std::size_t i, uint64_t value, const char* wh
                       " is out of range for " + std::to_string(limit) + " " + what);
 }
 
-void run_parallel(std::size_t count, int threads, std::size_t work_per_item,
-                  void (*fn)(void* ctx, std::size_t begin, std::size_t end), void* ctx) {
-    std::size_t t = threads > 1 ? static_cast<std::size_t>(threads) : 1;
-    t = std::min(t, count);
-    // A thread start costs tens of microseconds: not worth it below ~2^17 multiply-adds.
-    if (count * std::max<std::size_t>(work_per_item, 1) < (std::size_t(1) << 17)) t = 1;
-    if (t <= 1) {
-        if (count) fn(ctx, 0, count);
-        return;
-    }
-    std::vector<std::exception_ptr> errors(t);
-    std::vector<std::thread> pool;
-    pool.reserve(t - 1);
-    auto range = [&](std::size_t i) {
-        const std::size_t b = count * i / t, e = count * (i + 1) / t;
-        try {
-            if (b < e) fn(ctx, b, e);
-        } catch (...) {
-            errors[i] = std::current_exception();
-        }
-    };
-    for (std::size_t i = 1; i < t; ++i) {
-        try {
-            pool.emplace_back(range, i);
-        } catch (...) {  // no more threads: run that range here
-            range(i);
-        }
-    }
-    range(0);
-    for (auto& th : pool) th.join();
-    for (auto& e : errors)
-        if (e) std::rethrow_exception(e);
-}
-
 void table16(const PackedView& a, float out[16]) {
     const std::size_t k = std::size_t(1) << (a.bits == 8 ? 4 : a.bits);
     for (std::size_t i = 0; i < 16; ++i) {
@@ -224,7 +189,7 @@ void csr_matmul(const CsrView<Ptr, Idx>& a, const Operands& op) {
     detail::prepare(w, a.cols, false, xt, sx);
     const bool simd = use_avx512();
     const std::size_t per_row = (a.nnz / a.rows + 1) * op.batch;
-    detail::parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
+    parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
 #if defined(NNSQ_HAVE_AVX512_KERNELS)
         if (simd) return detail::csr_rows_avx512(a, w, b, e);
 #endif
@@ -247,7 +212,7 @@ void cer_matmul(const CerView<Ptr, Idx>& a, const Operands& op) {
     detail::prepare(w, a.cols, omega0 != 0.0f && a.cols > 0, xt, sx);
     const bool simd = use_avx512();
     const std::size_t per_row = (a.nnz / a.rows + 1) * op.batch;
-    detail::parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
+    parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
 #if defined(NNSQ_HAVE_AVX512_KERNELS)
         if (simd) return detail::cer_rows_avx512(a, mult.data(), omega0, w, b, e);
 #endif
@@ -267,7 +232,7 @@ void cser_matmul(const CserView<Ptr, Idx, Vi>& a, const Operands& op) {
     detail::prepare(w, a.cols, a.omega0 != 0.0f && a.cols > 0, xt, sx);
     const bool simd = use_avx512();
     const std::size_t per_row = (a.nnz / a.rows + 1) * op.batch;
-    detail::parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
+    parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
 #if defined(NNSQ_HAVE_AVX512_KERNELS)
         if (simd) return detail::cser_rows_avx512(a, mult.data(), w, b, e);
 #endif
@@ -301,7 +266,7 @@ void packed_matmul(const PackedView& a, const Operands& op) {
         detail::table16(a, tab);
     const bool simd = use_avx512();
     const std::size_t panels = (a.rows + kPanelRows - 1) / kPanelRows;
-    detail::parallel_ranges(panels, op.threads, kPanelRows * a.cols * op.batch, [&](std::size_t b, std::size_t e) {
+    parallel_ranges(panels, op.threads, kPanelRows * a.cols * op.batch, [&](std::size_t b, std::size_t e) {
 #if defined(NNSQ_HAVE_AVX512_KERNELS)
         if (simd) return detail::packed_panels_avx512(a, tab, w, b, e);
 #endif
