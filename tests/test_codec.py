@@ -440,7 +440,7 @@ def test_nnsqfile_random_access(tmp_path: Path) -> None:
     for source in (dest, str(dest), dest.read_bytes(), bytearray(dest.read_bytes())):
         with NnsqFile(source) as f:
             assert f.names == tuple(tensors)
-            assert f.version == (1, 0)
+            assert f.version == (2, 0)
             for key, value in meta.items():
                 assert f.metadata[key] == value
             assert f.metadata["nnsqueeze.source_format"] == "mapping"

@@ -25,7 +25,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from nnsqueeze.coding import cabac
+from nnsqueeze.coding import cabac, planes
+from nnsqueeze.coding.cabac import rows_cols
+from nnsqueeze.coding.chunks import (
+    LEVEL_CHUNK_ELEMENTS,
+    level_chunk_rows,
+    parallel_map,
+    row_ranges,
+    split_payload,
+)
 from nnsqueeze.coding.container import (
     ContainerReader,
     ContainerWriter,
@@ -37,7 +45,7 @@ from nnsqueeze.coding.container import (
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float32
 from nnsqueeze.errors import BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
-from nnsqueeze.quant.rdo import rdo_encode, trellis_encode, uniform_encode
+from nnsqueeze.quant.rdo import normalized_importance, rdo_encode, trellis_encode, uniform_encode
 from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, qp_to_step, quantize, step_to_qp
 from nnsqueeze.target import Trial
 
@@ -71,6 +79,10 @@ class CompressOptions:
     trellis
         Dependent (trellis-coded) quantization of weights: two interleaved quantizers chosen by a
         4-state machine, a Viterbi search with the rate term ``rdo_lambda``.
+    chunk_elements
+        Entry points: tensors of at least two chunks are coded as independent chunks of about this
+        many elements (whole rows for quantized tensors), which encode and decode on all threads.
+        Default: 2^20 for quantized tensors, 2^18 for lossless ones (also the largest lossless chunk).
     """
 
     qp: int = DEFAULT_QP
@@ -82,6 +94,7 @@ class CompressOptions:
     threads: int | None = None
     rdo_lambda: float = 0.0
     trellis: bool = False
+    chunk_elements: int | None = None
 
     def __post_init__(self) -> None:
         qp_to_step(self.qp)
@@ -97,6 +110,9 @@ class CompressOptions:
         if self.threads is not None and self.threads < 1:
             msg = f"threads must be >= 1, got {self.threads}"
             raise ConfigError(msg)
+        if self.chunk_elements is not None and self.chunk_elements < 1:
+            msg = f"chunk_elements must be >= 1, got {self.chunk_elements}"
+            raise ConfigError(msg)
 
     @property
     def weight_step(self) -> float:
@@ -105,6 +121,14 @@ class CompressOptions:
     @property
     def vector_step(self) -> float:
         return self.weight_step * float(2.0 ** (self.qp_1d_offset / 4))
+
+    @property
+    def level_chunk_elements(self) -> int:
+        return self.chunk_elements or LEVEL_CHUNK_ELEMENTS
+
+    @property
+    def plane_chunk_elements(self) -> int:
+        return min(self.chunk_elements or planes.DEFAULT_CHUNK_ELEMENTS, planes.MAX_CHUNK_ELEMENTS)
 
     @property
     def worker_count(self) -> int:
@@ -217,22 +241,89 @@ def _code_rdo(t: NamedTensor, step: float, opts: CompressOptions, importance: np
     return _level_record(t, method, step, 0, best[1:])
 
 
-def _code_bytes(t: NamedTensor) -> _Coded:
-    payload = cabac.encode_bytes(t.array)
+# Codes the rows of one chunk (a rows x cols matrix, with that chunk's importance) with given settings.
+_ChunkEncoder = Callable[[np.ndarray, "np.ndarray | None", int, cabac.Adaptation], bytes]
+
+
+def _code_chunked(
+    t: NamedTensor,
+    matrix: np.ndarray,
+    method: int,
+    step: float,
+    offset: int,
+    encode_chunk: _ChunkEncoder,
+    opts: CompressOptions,
+    importance: np.ndarray | None = None,
+) -> _Coded:
+    """Codes a large tensor as independent chunks of rows on all threads (one coder setting for all)."""
+    chunk_rows = level_chunk_rows(tuple(t.array.shape), opts.level_chunk_elements)
+    gtx, rate = cabac.candidate_settings(opts.level_chunk_elements, opts.num_gtx)[0]
+    if importance is not None:
+        importance = normalized_importance(importance, tuple(t.array.shape), t.name).reshape(matrix.shape)
+
+    def code(rows: tuple[int, int]) -> bytes:
+        part = None if importance is None else importance[rows[0] : rows[1]]
+        return encode_chunk(matrix[rows[0] : rows[1]], part, gtx, rate)
+
+    payloads = parallel_map(code, row_ranges(matrix.shape[0], chunk_rows), opts.worker_count)
+    coded = _level_record(t, method, step, offset, (b"".join(payloads), gtx, rate))
+    coded.header = dataclasses.replace(
+        coded.header, chunk=chunk_rows, entry_points=tuple(len(p) for p in payloads)
+    )
+    return coded
+
+
+def _code_weights_chunked(
+    t: NamedTensor, opts: CompressOptions, importance: np.ndarray | None
+) -> _Coded:
+    step = opts.weight_step
+    matrix = to_float32(t.array, t.dtype).reshape(rows_cols(tuple(t.array.shape)))
+    lam = opts.rdo_lambda
+
+    def encode_chunk(rows: np.ndarray, imp: np.ndarray | None, gtx: int, rate: cabac.Adaptation) -> bytes:
+        if opts.trellis:
+            return trellis_encode(
+                rows, step, lambda_=lam, importance=imp, num_gtx=gtx, adaptation=rate, name=t.name
+            ).payload
+        if lam > 0:
+            return rdo_encode(
+                rows, step, lambda_=lam, importance=imp, num_gtx=gtx, adaptation=rate, name=t.name
+            ).payload
+        return uniform_encode(rows, step, num_gtx=gtx, adaptation=rate, name=t.name)
+
+    method = Method.DEPENDENT if opts.trellis else Method.UNIFORM
+    return _code_chunked(t, matrix, method, step, 0, encode_chunk, opts, importance)
+
+
+def _code_planes(t: NamedTensor, opts: CompressOptions) -> _Coded:
+    rotate = t.dtype in FLOAT_DTYPES
+    coded = planes.encode_planes(
+        t.array, rotate_sign=rotate, chunk=opts.plane_chunk_elements, threads=opts.worker_count
+    )
     header = RecordHeader(
-        t.name, t.dtype, tuple(t.array.shape), Method.BYTES, None, t.array.dtype.itemsize, len(payload)
+        t.name,
+        t.dtype,
+        tuple(t.array.shape),
+        Method.PLANES,
+        None,
+        t.array.dtype.itemsize,
+        len(coded.payload),
+        coded.chunk,
+        coded.entry_points if t.array.size else (),
     )
-    return _Coded(
-        header, payload, TensorReport(t.name, header.shape, t.dtype, "lossless", None, len(payload))
-    )
+    report = TensorReport(t.name, header.shape, t.dtype, "lossless", None, len(coded.payload))
+    return _Coded(header, coded.payload, report)
 
 
 def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray | None = None) -> _Coded:
     """Chooses the coding of one tensor and codes it (``importance`` weights RDOQ's distortion)."""
+    shape = tuple(t.array.shape)
     if t.dtype in FLOAT_DTYPES:
         vector = t.array.ndim < 2
         if opts.lossless or (vector and opts.lossless_1d):
-            coded = _code_bytes(t)
+            coded = _code_planes(t, opts)
+        elif not vector and level_chunk_rows(shape, opts.level_chunk_elements):
+            coded = _code_weights_chunked(t, opts, importance)
         elif not vector and (opts.rdo_lambda > 0 or opts.trellis):
             coded = _code_rdo(t, opts.weight_step, opts, importance)
         elif not vector and t.array.size >= 1 << 20:
@@ -248,12 +339,23 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
     else:
         centred = _centred_integers(t.array)
         if centred is None:
-            coded = _code_bytes(t)
+            coded = _code_planes(t, opts)
         else:
             levels, offset = centred
-            coded = _level_record(
-                t, Method.INTEGER, 0.0, offset, cabac.encode_levels_best(levels, num_gtx=opts.num_gtx)
-            )
+            if level_chunk_rows(shape, opts.level_chunk_elements):
+                coded = _code_chunked(
+                    t,
+                    levels.reshape(rows_cols(shape)),
+                    Method.INTEGER,
+                    0.0,
+                    offset,
+                    lambda rows, _, gtx, rate: cabac.encode_levels(rows, num_gtx=gtx, adaptation=rate),
+                    opts,
+                )
+            else:
+                coded = _level_record(
+                    t, Method.INTEGER, 0.0, offset, cabac.encode_levels_best(levels, num_gtx=opts.num_gtx)
+                )
     coded.raw_bytes = t.array.nbytes
     return coded
 
@@ -468,8 +570,9 @@ def _compress_to_target(
     return dataclasses.replace(report, search=tuple(trials))
 
 
-def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
-    """Decodes one verified record to a tensor in its original dtype (bfloat16 as raw bits)."""
+def decode_record(header: RecordHeader, payload: bytes, *, threads: int = 1) -> NamedTensor:
+    """Decodes one verified record to a tensor in its original dtype (bfloat16 as raw bits); the
+    chunks of a large tensor decode on up to ``threads`` threads."""
     shape = header.shape
     what = f"tensor {header.name!r}"
     nonzero = 1
@@ -479,11 +582,19 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
         msg = f"{what}: implausible shape {shape}"
         raise BitstreamError(msg)
     try:
-        if header.method == Method.BYTES:
+        if header.method in Method.RAW_METHODS:
             if header.itemsize != storage_dtype(header.dtype).itemsize:
                 msg = f"item size {header.itemsize} does not match dtype {header.dtype}"
                 raise BitstreamError(msg)
-            array = cabac.decode_bytes(payload, shape, storage_dtype(header.dtype))
+            dtype = storage_dtype(header.dtype)
+            if header.method == Method.BYTES:
+                array = cabac.decode_bytes(payload, shape, dtype)
+            else:
+                rotate = header.dtype in FLOAT_DTYPES
+                chunk, entry_points = header.chunk, header.entry_points
+                array = planes.decode_planes(
+                    payload, shape, dtype, chunk, entry_points, rotate_sign=rotate, threads=threads
+                )
             return NamedTensor(header.name, array, header.dtype)
         p = header.levels
         assert p is not None
@@ -499,21 +610,59 @@ def decode_record(header: RecordHeader, payload: bytes) -> NamedTensor:
                 msg = "invalid quantization parameters"
                 raise BitstreamError(msg)
             if header.method == Method.UNIFORM:
-                values = cabac.decode_dequantized(
-                    payload, shape, p.step, offset=p.offset, num_gtx=p.num_gtx, adaptation=rate
-                )
+
+                def decode(data: bytes | memoryview, part: tuple[int, ...], out: np.ndarray) -> None:
+                    cabac.decode_dequantized(
+                        data, part, p.step, offset=p.offset, num_gtx=p.num_gtx, adaptation=rate, out=out
+                    )
+
             else:
-                values = cabac.decode_dependent(payload, shape, p.step, num_gtx=p.num_gtx, adaptation=rate)
+
+                def decode(data: bytes | memoryview, part: tuple[int, ...], out: np.ndarray) -> None:
+                    cabac.decode_dependent(data, part, p.step, num_gtx=p.num_gtx, adaptation=rate, out=out)
+
+            values = _decode_levels_chunked(header, payload, np.float32, decode, threads)
             return NamedTensor(header.name, from_float32(values, header.dtype), header.dtype)
         if header.dtype in FLOAT_DTYPES:
             msg = "integer coding of a float tensor"
             raise BitstreamError(msg)
-        levels = cabac.decode_levels(payload, shape, num_gtx=p.num_gtx, adaptation=rate)
+
+        def decode_ints(data: bytes | memoryview, part: tuple[int, ...], out: np.ndarray) -> None:
+            cabac.decode_levels(data, part, num_gtx=p.num_gtx, adaptation=rate, out=out)
+
+        levels = _decode_levels_chunked(header, payload, np.int32, decode_ints, threads)
         values = restore_integers(levels, p.offset, storage_dtype(header.dtype))
     except ValueError as exc:  # BitstreamError, ConfigError from bad parameters, the core's ValueError
         msg = f"{what}: {exc}"
         raise BitstreamError(msg) from None
     return NamedTensor(header.name, values.reshape(shape), header.dtype)
+
+
+def _decode_levels_chunked(
+    header: RecordHeader,
+    payload: bytes,
+    dtype: type[np.generic],
+    decode: Callable[[bytes | memoryview, tuple[int, ...], np.ndarray], None],
+    threads: int,
+) -> np.ndarray:
+    """Runs ``decode(data, shape, out)`` on the whole payload, or on each chunk of rows into its slice
+    of the output (each chunk is coded like a tensor of its rows)."""
+    rows, cols = rows_cols(header.shape)
+    ranges = row_ranges(rows, header.chunk) if header.entry_points else [(0, rows)]
+    chunks = split_payload(payload, header.entry_points) if header.entry_points else [memoryview(payload)]
+    # Refused before allocating: every chunk must be able to carry its rows.
+    for (begin, end), data in zip(ranges, chunks, strict=True):
+        if (end - begin) * cols > cabac.max_elements_for_payload(len(data)):
+            msg = f"{(end - begin) * cols} elements cannot come from {len(data)} bytes (corrupt header?)"
+            raise BitstreamError(msg)
+    out = np.empty(rows * cols, dtype=dtype)
+
+    def run(job: tuple[tuple[int, int], memoryview]) -> None:
+        (begin, end), data = job
+        decode(data, (end - begin, cols), out[begin * cols : end * cols])
+
+    parallel_map(run, list(zip(ranges, chunks, strict=True)), threads)
+    return out.reshape(header.shape)
 
 
 class NnsqFile:
@@ -570,7 +719,7 @@ class NnsqFile:
 
     def read_tensor(self, name: str) -> NamedTensor:
         """Decodes one tensor in its stored dtype (bfloat16 as raw uint16 bits)."""
-        return decode_record(*self._reader.read_record(self._entry(name)))
+        return decode_record(*self._reader.read_record(self._entry(name)), threads=os.cpu_count() or 1)
 
     def read(self, name: str) -> np.ndarray:
         """Decodes one tensor as a NumPy array (bfloat16 widened to float32)."""
@@ -582,7 +731,8 @@ class NnsqFile:
     ) -> Iterator[NamedTensor]:
         """Decodes tensors in file order (or the given order), several in parallel."""
         records = (self._reader.read_record(self._entry(n)) for n in (names or self.names))
-        yield from _ordered_map(lambda r: decode_record(*r), records, threads or os.cpu_count() or 1)
+        workers = threads or os.cpu_count() or 1
+        yield from _ordered_map(lambda r: decode_record(*r, threads=workers), records, workers)
 
 
 def decompress(

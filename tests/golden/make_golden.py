@@ -135,12 +135,25 @@ def _options_mix() -> list[NamedTensor]:
     ]
 
 
+def _chunked() -> list[NamedTensor]:
+    """Tensors of several chunks at ``chunk_elements=64`` (entry points, format 2.0)."""
+    return [
+        NamedTensor("big.weight", _peaked((40, 7), 90, 0.3).astype(np.float32), "float32"),
+        NamedTensor("big.weight_f16", _peaked((9, 30), 91, 0.3).astype(np.float16), "float16"),
+        NamedTensor("counts", _ints((50, 4), 92, -40, 300, "int32"), "int32"),
+        NamedTensor("norm.weight", _peaked((300,), 93, 0.1).astype(np.float32), "float32"),
+        NamedTensor("wide", _ints((130,), 94, -(2**62), 2**62, "int64"), "int64"),
+    ]
+
+
 # name -> (tensors, options, metadata, attachments)
 CASES: dict[str, tuple[Callable[[], list[NamedTensor]], dict[str, Any], dict[str, str], dict[str, bytes]]] = {
     "lossy": (_lossy, {}, {"golden": "lossy", "note": "ünïcödé ✓"}, {}),
     "ints": (_ints_and_bools, {}, {"golden": "ints"}, {}),
     "lossless": (_lossless, {"lossless": True}, {"golden": "lossless"}, {"blob": bytes(range(256)) * 3}),
     "options": (_options_mix, {"qp": -20, "qp_1d_offset": -16, "num_gtx": 4}, {}, {}),
+    "chunks": (_chunked, {"chunk_elements": 64, "lossless_1d": True}, {"golden": "chunks"}, {}),
+    "trellis": (_chunked, {"chunk_elements": 64, "trellis": True, "rdo_lambda": 0.1}, {}, {}),
 }
 
 

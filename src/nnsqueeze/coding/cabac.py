@@ -166,19 +166,24 @@ def encode_levels_best(levels: np.ndarray, *, num_gtx: int | None = None) -> tup
 
 def _decode(
     core_decode: Callable[..., None],
-    payload: bytes,
+    payload: bytes | memoryview,
     shape: tuple[int, ...],
     dtype: type[np.generic],
     num_gtx: int,
     adaptation: Adaptation | None,
     *extra: float | np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Runs one of the core's level decoders into a fresh array of ``shape``; ``extra`` are the
-    decoder's own arguments (reconstruction, hints)."""
+    """Runs one of the core's level decoders into ``out`` (flat, contiguous, of ``dtype``) or a fresh
+    array of ``shape``; ``extra`` are the decoder's own arguments (reconstruction, hints)."""
     count = _checked_count(payload, shape)
     rate = adaptation or adaptation_for_size(count)
     rows, cols = rows_cols(shape)
-    out = np.empty(count, dtype=dtype)
+    if out is None:
+        out = np.empty(count, dtype=dtype)
+    elif out.dtype != dtype or out.shape != (count,):
+        msg = f"out must be a flat {np.dtype(dtype)} array of {count} elements, got {out.dtype} {out.shape}"
+        raise ConfigError(msg)
     data = np.frombuffer(payload, dtype=np.uint8)
     try:
         core_decode(data, rows, cols, num_gtx, rate.fast_shift, rate.slow_shift, *extra, out)
@@ -188,48 +193,59 @@ def _decode(
 
 
 def decode_levels(
-    payload: bytes,
+    payload: bytes | memoryview,
     shape: tuple[int, ...],
     *,
     num_gtx: int = DEFAULT_GTX,
     adaptation: Adaptation | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Decodes levels written by :func:`encode_levels` with the same shape and parameters."""
-    return _decode(_core.decode_levels, payload, shape, np.int32, num_gtx, adaptation)
+    """Decodes levels written by :func:`encode_levels` with the same shape and parameters (into the
+    flat int32 array ``out`` if given)."""
+    return _decode(_core.decode_levels, payload, shape, np.int32, num_gtx, adaptation, out=out)
 
 
 def decode_dequantized(
-    payload: bytes,
+    payload: bytes | memoryview,
     shape: tuple[int, ...],
     step: float,
     *,
     offset: int = 0,
     num_gtx: int = DEFAULT_GTX,
     adaptation: Adaptation | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`decode_levels` fused with reconstruction: float32 ``(level + offset) * step``,
     without an intermediate level array."""
-    return _decode(_core.decode_dequantize, payload, shape, np.float32, num_gtx, adaptation, offset, step)
+    return _decode(
+        _core.decode_dequantize, payload, shape, np.float32, num_gtx, adaptation, offset, step, out=out
+    )
 
 
 def decode_dependent(
-    payload: bytes,
+    payload: bytes | memoryview,
     shape: tuple[int, ...],
     step: float,
     *,
     num_gtx: int = DEFAULT_GTX,
     adaptation: Adaptation | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decodes symbols of dependent (trellis-coded) quantization and reconstructs float32 values."""
-    return _decode(_core.decode_dependent, payload, shape, np.float32, num_gtx, adaptation, step)
+    return _decode(_core.decode_dependent, payload, shape, np.float32, num_gtx, adaptation, step, out=out)
 
 
-def _checked_count(payload: bytes, shape: tuple[int, ...]) -> int:
+def max_elements_for_payload(payload_bytes: int) -> int:
+    """Most levels a payload of this size can carry (each costs at least one clamped context-coded bin)."""
+    return int(_core.max_elements_for_payload(payload_bytes))
+
+
+def _checked_count(payload: bytes | memoryview, shape: tuple[int, ...]) -> int:
     """Element count of ``shape``, refused if the payload cannot carry that many elements."""
     count = 1
     for d in shape:
         count *= d
-    if count > _core.max_elements_for_payload(len(payload)):
+    if count > max_elements_for_payload(len(payload)):
         msg = f"{count} elements cannot come from a payload of {len(payload)} bytes (corrupt header?)"
         raise BitstreamError(msg)
     return count

@@ -14,6 +14,7 @@ more than the tensors in flight; the index at the end lets a reader decode one t
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import struct
@@ -23,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, ClassVar
 
+from nnsqueeze._core import MAX_PLANE_CHUNK_ELEMENTS
 from nnsqueeze.dtypes import dtype_from_code
 from nnsqueeze.errors import BitstreamError, UnsupportedVersionError
 from nnsqueeze.io._common import create_temp
 
 MAGIC = b"\x89NNSQ\r\n\x1a"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (2, 0)
+# Majors this reader decodes (each up to its newest minor); 1.0 files differ only in record headers.
+_MINORS = {1: 0, 2: 0}
 _PREAMBLE = struct.Struct("<8sHHI")
 _FOOTER = struct.Struct("<QQ8s")
 _FOOTER_MAGIC = b"NNSQEND\0"
@@ -46,14 +50,17 @@ class Method:
     INTEGER = 2  # integer/bool tensor: value = level + offset
     BYTES = 3  # any tensor: raw element bytes, coded losslessly
     DEPENDENT = 4  # float tensor: trellis-coded symbols, value = recon(k, state) * step
+    PLANES = 5  # any tensor (2.0): byte planes of the raw elements, rANS where it pays
 
     NAMES: ClassVar[dict[int, str]] = {
         UNIFORM: "uniform",
         INTEGER: "integer",
-        BYTES: "lossless",
+        BYTES: "lossless-bytes",
         DEPENDENT: "dependent",
+        PLANES: "lossless",
     }
     LEVEL_METHODS = (UNIFORM, INTEGER, DEPENDENT)
+    RAW_METHODS = (BYTES, PLANES)
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,18 @@ class RecordHeader:
     shape: tuple[int, ...]
     method: int
     levels: LevelParams | None  # for the level methods
-    itemsize: int  # for BYTES
+    itemsize: int  # for BYTES and PLANES
     payload_length: int
+    # Entry points (2.0): the payload is `len(entry_points)` independent chunks of these lengths, each
+    # `chunk` rows (level methods) or `chunk` elements (PLANES) long, the last one shorter; chunk 0 is
+    # one stream (level methods only).
+    chunk: int = 0
+    entry_points: tuple[int, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        """The rows of the coded matrix view: the first dimension (1 for scalars)."""
+        return self.shape[0] if self.shape else 1
 
     @property
     def num_elements(self) -> int:
@@ -108,7 +125,18 @@ def svarint(value: int) -> bytes:
     return uvarint(2 * value if value >= 0 else -2 * value - 1)
 
 
+def chunk_count(header: RecordHeader) -> int:
+    """Chunks a record's payload has (0 for a single-stream level record)."""
+    if header.chunk == 0:
+        return 0
+    units = header.num_elements if header.method in Method.RAW_METHODS else header.rows
+    if header.num_elements == 0:
+        return 0
+    return -(-units // header.chunk)
+
+
 def encode_record_header(h: RecordHeader) -> bytes:
+    """The record header in the current format (2.0)."""
     from nnsqueeze.dtypes import dtype_code
 
     name = h.name.encode("utf-8")
@@ -128,6 +156,8 @@ def encode_record_header(h: RecordHeader) -> bytes:
         ]
     else:
         parts.append(struct.pack("<B", h.itemsize))
+    if h.method in (*Method.LEVEL_METHODS, Method.PLANES):
+        parts += [uvarint(h.chunk), *(uvarint(n) for n in h.entry_points)]
     parts.append(uvarint(h.payload_length))
     return b"".join(parts)
 
@@ -178,7 +208,8 @@ class _Cursor:
         return z >> 1 if not z & 1 else -((z + 1) >> 1)
 
 
-def decode_record_header(data: bytes, what: str) -> RecordHeader:
+def decode_record_header(data: bytes, what: str, version: tuple[int, int] = FORMAT_VERSION) -> RecordHeader:
+    """Parses a record header of a file of format ``version``."""
     cur = _Cursor(data, what)
     name_bytes = cur.take_bytes(cur.uvarint())
     try:
@@ -206,16 +237,37 @@ def decode_record_header(data: bytes, what: str) -> RecordHeader:
         offset = cur.svarint()
         num_gtx, fast, slow = cur.fixed("<B"), cur.fixed("<B"), cur.fixed("<B")
         levels = LevelParams(num_gtx=num_gtx, fast_shift=fast, slow_shift=slow, offset=offset, step=step)
-    elif method == Method.BYTES:
+    elif method == Method.BYTES or (method == Method.PLANES and version[0] >= 2):
         itemsize = cur.fixed("<B")
     else:
         msg = f"{what}: unknown coding method {method}"
         raise BitstreamError(msg)
+    header = RecordHeader(name, dtype, shape, method, levels, itemsize, 0)
+    if version[0] >= 2 and method != Method.BYTES:
+        header = _read_entry_points(cur, header)
     payload_length = cur.uvarint()
     if cur.pos != len(data):
         msg = f"{what}: header has {len(data) - cur.pos} unexpected trailing bytes"
         raise BitstreamError(msg)
-    return RecordHeader(name, dtype, shape, method, levels, itemsize, payload_length)
+    if header.entry_points and sum(header.entry_points) != payload_length:
+        covered = sum(header.entry_points)
+        msg = f"{what}: entry points cover {covered} bytes of a {payload_length}-byte payload"
+        raise BitstreamError(msg)
+    return dataclasses.replace(header, payload_length=payload_length)
+
+
+def _read_entry_points(cur: _Cursor, header: RecordHeader) -> RecordHeader:
+    chunk = cur.uvarint()
+    if header.method == Method.PLANES and not 1 <= chunk <= MAX_PLANE_CHUNK_ELEMENTS:
+        msg = f"{cur.what}: plane chunk of {chunk} elements (1..{MAX_PLANE_CHUNK_ELEMENTS})"
+        raise BitstreamError(msg)
+    header = dataclasses.replace(header, chunk=chunk)
+    # Each entry point takes at least one header byte, so a huge count fails on the header's end.
+    count = chunk_count(header)
+    if count > len(cur.data):
+        msg = f"{cur.what}: {count} entry points cannot fit in the header"
+        raise BitstreamError(msg)
+    return dataclasses.replace(header, entry_points=tuple(cur.uvarint() for _ in range(count)))
 
 
 @dataclass(frozen=True)
@@ -416,7 +468,7 @@ class ContainerReader:
         if magic != MAGIC:
             msg = f"{self.label}: not an .nnsq file (bad magic)"
             raise BitstreamError(msg)
-        if major != FORMAT_VERSION[0] or minor > FORMAT_VERSION[1]:
+        if major not in _MINORS or minor > _MINORS[major]:
             msg = (
                 f"{self.label}: format version {major}.{minor} is newer than this nnsqueeze reads "
                 f"({FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}); upgrade nnsqueeze"
@@ -460,7 +512,7 @@ class ContainerReader:
         if zlib.crc32(payload, zlib.crc32(head)) != crc:
             msg = f"{what}: checksum mismatch (file corrupt)"
             raise BitstreamError(msg)
-        header = decode_record_header(head, what)
+        header = decode_record_header(head, what, self.version)
         if header.name != entry.name or header.payload_length != len(payload):
             msg = f"{what}: record does not match the index"
             raise BitstreamError(msg)
