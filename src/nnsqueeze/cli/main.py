@@ -51,6 +51,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         lossless_1d=args.lossless_1d,
         rdo_lambda=args.rdo,
         trellis=args.trellis,
+        chunk_elements=args.chunk_elements,
     )
     if args.target_size is not None or args.target_bpp is not None:
         print(
@@ -172,7 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--step", type=_positive_float, help="quantization step size (overrides --qp)")
     c.add_argument("--lossless", action="store_true", help="store all float tensors bit-exactly")
     c.add_argument("--lossless-1d", action="store_true", help="store 1-D tensors (biases, norms) bit-exactly")
-    c.add_argument("--threads", type=int, help="tensors coded in parallel (default: all cores)")
+    c.add_argument(
+        "--threads", type=int, help="threads for tensors and chunks of large tensors (default: all cores)"
+    )
+    c.add_argument(
+        "--chunk-elements",
+        type=int,
+        metavar="N",
+        help="entry points: code tensors of >= 2 chunks as independent chunks of about N elements "
+        "(default 2^20 quantized, 2^18 lossless)",
+    )
     c.add_argument(
         "--rdo",
         type=float,
