@@ -79,6 +79,10 @@ class CompressOptions:
     trellis
         Dependent (trellis-coded) quantization of weights: two interleaved quantizers chosen by a
         4-state machine, a Viterbi search with the rate term ``rdo_lambda``.
+    effort
+        How hard the encoder searches the coder settings of each tensor, like zstd's levels: 1 codes
+        each tensor once with settings chosen from its size (default), 2 tries four settings on
+        tensors below 2^16 elements, 3 up to twelve below 2^20.
     chunk_elements
         Entry points: tensors of at least two chunks are coded as independent chunks of about this
         many elements (whole rows for quantized tensors), which encode and decode on all threads.
@@ -94,6 +98,7 @@ class CompressOptions:
     threads: int | None = None
     rdo_lambda: float = 0.0
     trellis: bool = False
+    effort: int = 1
     chunk_elements: int | None = None
 
     def __post_init__(self) -> None:
@@ -109,6 +114,9 @@ class CompressOptions:
             raise ConfigError(msg)
         if self.threads is not None and self.threads < 1:
             msg = f"threads must be >= 1, got {self.threads}"
+            raise ConfigError(msg)
+        if not 1 <= self.effort <= cabac.MAX_EFFORT:
+            msg = f"effort must be in 1..{cabac.MAX_EFFORT}, got {self.effort}"
             raise ConfigError(msg)
         if self.chunk_elements is not None and self.chunk_elements < 1:
             msg = f"chunk_elements must be >= 1, got {self.chunk_elements}"
@@ -213,9 +221,8 @@ def _code_uniform(t: NamedTensor, levels: np.ndarray, step: float, opts: Compres
     offset = _level_offset(levels) if levels.ndim < 2 else 0
     if offset:
         levels = levels - np.int32(offset)
-    return _level_record(
-        t, Method.UNIFORM, step, offset, cabac.encode_levels_best(levels, num_gtx=opts.num_gtx)
-    )
+    coded = cabac.encode_levels_best(levels, num_gtx=opts.num_gtx, effort=opts.effort)
+    return _level_record(t, Method.UNIFORM, step, offset, coded)
 
 
 def _code_rdo(t: NamedTensor, step: float, opts: CompressOptions, importance: np.ndarray | None) -> _Coded:
@@ -223,7 +230,7 @@ def _code_rdo(t: NamedTensor, step: float, opts: CompressOptions, importance: np
     values = to_float32(t.array, t.dtype)
     encode = trellis_encode if opts.trellis else rdo_encode
     best: tuple[float, bytes, int, cabac.Adaptation] | None = None
-    for gtx, rate in cabac.candidate_settings(values.size, opts.num_gtx):
+    for gtx, rate in cabac.candidate_settings(values.size, opts.num_gtx, opts.effort):
         result = encode(
             values,
             step,
@@ -257,7 +264,7 @@ def _code_chunked(
 ) -> _Coded:
     """Codes a large tensor as independent chunks of rows on all threads (one coder setting for all)."""
     chunk_rows = level_chunk_rows(tuple(t.array.shape), opts.level_chunk_elements)
-    gtx, rate = cabac.candidate_settings(opts.level_chunk_elements, opts.num_gtx)[0]
+    gtx, rate = cabac.one_pass_setting(opts.level_chunk_elements, opts.num_gtx)
     if importance is not None:
         importance = normalized_importance(importance, tuple(t.array.shape), t.name).reshape(matrix.shape)
 
@@ -328,7 +335,7 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
             coded = _code_rdo(t, opts.weight_step, opts, importance)
         elif not vector and t.array.size >= 1 << 20:
             # Large weights: one candidate setting, so quantize and code in one pass (no level array).
-            gtx, rate = cabac.candidate_settings(t.array.size, opts.num_gtx)[0]
+            gtx, rate = cabac.one_pass_setting(t.array.size, opts.num_gtx)
             values = to_float32(t.array, t.dtype)
             payload = uniform_encode(values, opts.weight_step, num_gtx=gtx, adaptation=rate, name=t.name)
             coded = _level_record(t, Method.UNIFORM, opts.weight_step, 0, (payload, gtx, rate))
@@ -353,9 +360,8 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
                     opts,
                 )
             else:
-                coded = _level_record(
-                    t, Method.INTEGER, 0.0, offset, cabac.encode_levels_best(levels, num_gtx=opts.num_gtx)
-                )
+                best = cabac.encode_levels_best(levels, num_gtx=opts.num_gtx, effort=opts.effort)
+                coded = _level_record(t, Method.INTEGER, 0.0, offset, best)
     coded.raw_bytes = t.array.nbytes
     return coded
 
