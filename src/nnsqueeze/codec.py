@@ -25,28 +25,21 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from nnsqueeze.coding import cabac, planes
+from nnsqueeze.coding import cabac, methods, planes
 from nnsqueeze.coding.cabac import rows_cols
-from nnsqueeze.coding.chunks import (
-    LEVEL_CHUNK_ELEMENTS,
-    level_chunk_rows,
-    parallel_map,
-    row_ranges,
-    split_payload,
-)
+from nnsqueeze.coding.chunks import LEVEL_CHUNK_ELEMENTS, level_chunk_rows
 from nnsqueeze.coding.container import (
     ContainerReader,
     ContainerWriter,
     IndexEntry,
-    LevelParams,
     Method,
     RecordHeader,
 )
-from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype, to_float32
+from nnsqueeze.dtypes import FLOAT_DTYPES, to_float32
 from nnsqueeze.errors import BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
 from nnsqueeze.quant.rdo import normalized_importance, rdo_encode, trellis_encode, uniform_encode
-from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step, qp_to_step, quantize, step_to_qp
+from nnsqueeze.quant.uniform import check_step, qp_to_step, quantize, step_to_qp
 from nnsqueeze.target import Trial
 
 DEFAULT_QP = -28
@@ -206,192 +199,104 @@ def _level_offset(levels: np.ndarray) -> int:
     return median if abs(median) > spread else 0
 
 
-def _level_record(
-    t: NamedTensor, method: int, step: float, offset: int, coded: tuple[bytes, int, cabac.Adaptation]
-) -> _Coded:
-    payload, num_gtx, rate = coded
-    params = LevelParams(num_gtx, rate.fast_shift, rate.slow_shift, offset, step)
-    header = RecordHeader(t.name, t.dtype, tuple(t.array.shape), method, params, 0, len(payload))
-    shown_step = step if method == Method.UNIFORM else None
-    report = TensorReport(t.name, header.shape, t.dtype, Method.NAMES[method], shown_step, len(payload))
-    return _Coded(header, payload, report)
-
-
-def _code_uniform(t: NamedTensor, levels: np.ndarray, step: float, opts: CompressOptions) -> _Coded:
-    offset = _level_offset(levels) if levels.ndim < 2 else 0
-    if offset:
-        levels = levels - np.int32(offset)
-    coded = cabac.encode_levels_best(levels, num_gtx=opts.num_gtx, effort=opts.effort)
-    return _level_record(t, Method.UNIFORM, step, offset, coded)
-
-
-def _code_rdo(t: NamedTensor, step: float, opts: CompressOptions, importance: np.ndarray | None) -> _Coded:
-    """RDOQ or trellis quantization with each candidate coder setting; keeps the lowest objective."""
-    values = to_float32(t.array, t.dtype)
-    encode = trellis_encode if opts.trellis else rdo_encode
-    best: tuple[float, bytes, int, cabac.Adaptation] | None = None
-    for gtx, rate in cabac.candidate_settings(values.size, opts.num_gtx, opts.effort):
-        result = encode(
-            values,
-            step,
-            lambda_=opts.rdo_lambda,
-            importance=importance,
-            num_gtx=gtx,
-            adaptation=rate,
-            name=t.name,
-        )
-        objective = result.objective(opts.rdo_lambda)
-        if best is None or objective < best[0]:
-            best = (objective, result.payload, gtx, rate)
-    assert best is not None
-    method = Method.DEPENDENT if opts.trellis else Method.UNIFORM
-    return _level_record(t, method, step, 0, best[1:])
-
-
-# Codes the rows of one chunk (a rows x cols matrix, with that chunk's importance) with given settings.
-_ChunkEncoder = Callable[[np.ndarray, "np.ndarray | None", int, cabac.Adaptation], bytes]
-
-
-def _code_chunked(
-    t: NamedTensor,
-    matrix: np.ndarray,
-    method: int,
-    step: float,
-    offset: int,
-    encode_chunk: _ChunkEncoder,
-    opts: CompressOptions,
-    importance: np.ndarray | None = None,
-) -> _Coded:
-    """Codes a large tensor as independent chunks of rows on all threads (one coder setting for all)."""
-    chunk_rows = level_chunk_rows(tuple(t.array.shape), opts.level_chunk_elements)
-    gtx, rate = cabac.one_pass_setting(opts.level_chunk_elements, opts.num_gtx)
-    if importance is not None:
-        importance = normalized_importance(importance, tuple(t.array.shape), t.name).reshape(matrix.shape)
-
-    def code(rows: tuple[int, int]) -> bytes:
-        part = None if importance is None else importance[rows[0] : rows[1]]
-        return encode_chunk(matrix[rows[0] : rows[1]], part, gtx, rate)
-
-    payloads = parallel_map(code, row_ranges(matrix.shape[0], chunk_rows), opts.worker_count)
-    coded = _level_record(t, method, step, offset, (b"".join(payloads), gtx, rate))
-    coded.header = dataclasses.replace(
-        coded.header, chunk=chunk_rows, entry_points=tuple(len(p) for p in payloads)
-    )
-    return coded
-
-
-def _code_weights_chunked(
+def _encode_float(
     t: NamedTensor, opts: CompressOptions, importance: np.ndarray | None
-) -> _Coded:
-    step = opts.weight_step
-    matrix = to_float32(t.array, t.dtype).reshape(rows_cols(tuple(t.array.shape)))
-    lam = opts.rdo_lambda
+) -> tuple[RecordHeader, bytes]:
+    """Quantizes and codes a float tensor: weights at the weight step (RDOQ or trellis if asked,
+    chunks of rows when large), 1-D tensors at the finer vector step around a zero point."""
+    shape = tuple(t.array.shape)
+    vector = t.array.ndim < 2
+    values = to_float32(t.array, t.dtype)
+    matrix = values.reshape(rows_cols(shape))
+    step = opts.vector_step if vector else opts.weight_step
+    chunk_rows = 0 if vector else level_chunk_rows(shape, opts.level_chunk_elements)
+    count = opts.level_chunk_elements if chunk_rows else values.size
+    candidates = cabac.candidate_settings(count, opts.num_gtx, 1 if chunk_rows else opts.effort)
+    method = methods.DEPENDENT if opts.trellis and not vector else methods.UNIFORM
+    lam, offset, imp = opts.rdo_lambda, 0, None
+    encode_rows: methods.RowEncoder
+    if not vector and (lam > 0 or opts.trellis):
+        optimise = trellis_encode if opts.trellis else rdo_encode
+        if importance is not None:
+            imp = normalized_importance(importance, shape, t.name).reshape(matrix.shape)
 
-    def encode_chunk(rows: np.ndarray, imp: np.ndarray | None, gtx: int, rate: cabac.Adaptation) -> bytes:
-        if opts.trellis:
-            return trellis_encode(
-                rows, step, lambda_=lam, importance=imp, num_gtx=gtx, adaptation=rate, name=t.name
-            ).payload
-        if lam > 0:
-            return rdo_encode(
-                rows, step, lambda_=lam, importance=imp, num_gtx=gtx, adaptation=rate, name=t.name
-            ).payload
-        return uniform_encode(rows, step, num_gtx=gtx, adaptation=rate, name=t.name)
+        def encode_rows(
+            rows: np.ndarray, part: np.ndarray | None, s: cabac.CoderSettings
+        ) -> tuple[bytes, float]:
+            r = optimise(
+                rows,
+                step,
+                lambda_=lam,
+                importance=part,
+                num_gtx=s.num_gtx,
+                adaptation=s.adaptation,
+                name=t.name,
+            )
+            return r.payload, r.objective(lam)
 
-    method = Method.DEPENDENT if opts.trellis else Method.UNIFORM
-    return _code_chunked(t, matrix, method, step, 0, encode_chunk, opts, importance)
+    elif chunk_rows or values.size >= 1 << 20:
+        # Large weights: quantize and code in one pass (no level array).
 
+        def encode_rows(
+            rows: np.ndarray, _: np.ndarray | None, s: cabac.CoderSettings
+        ) -> tuple[bytes, float]:
+            payload = uniform_encode(rows, step, num_gtx=s.num_gtx, adaptation=s.adaptation, name=t.name)
+            return payload, len(payload)
 
-def _code_planes(t: NamedTensor, opts: CompressOptions) -> _Coded:
-    rotate = t.dtype in FLOAT_DTYPES
-    coded = planes.encode_planes(
-        t.array, rotate_sign=rotate, chunk=opts.plane_chunk_elements, threads=opts.worker_count
-    )
-    header = RecordHeader(
+    else:
+        levels = quantize(values, step, name=t.name)
+        offset = _level_offset(levels) if vector else 0
+        matrix = (levels - np.int32(offset)).reshape(matrix.shape)
+
+        def encode_rows(
+            rows: np.ndarray, _: np.ndarray | None, s: cabac.CoderSettings
+        ) -> tuple[bytes, float]:
+            payload = cabac.encode_levels(rows, num_gtx=s.num_gtx, adaptation=s.adaptation)
+            return payload, len(payload)
+
+    return method.encode(
         t.name,
         t.dtype,
-        tuple(t.array.shape),
-        Method.PLANES,
-        None,
-        t.array.dtype.itemsize,
-        len(coded.payload),
-        coded.chunk,
-        coded.entry_points if t.array.size else (),
+        matrix,
+        shape,
+        encode_rows,
+        candidates,
+        step=step,
+        offset=offset,
+        chunk_rows=chunk_rows,
+        importance=imp,
+        threads=opts.worker_count,
     )
-    report = TensorReport(t.name, header.shape, t.dtype, "lossless", None, len(coded.payload))
-    return _Coded(header, coded.payload, report)
 
 
 def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray | None = None) -> _Coded:
-    """Chooses the coding of one tensor and codes it (``importance`` weights RDOQ's distortion)."""
+    """Chooses the coding method of one tensor and codes it (``importance`` weights RDOQ's distortion)."""
     shape = tuple(t.array.shape)
+    workers = opts.worker_count
+    coded: tuple[RecordHeader, bytes] | None = None
     if t.dtype in FLOAT_DTYPES:
-        vector = t.array.ndim < 2
-        if opts.lossless or (vector and opts.lossless_1d):
-            coded = _code_planes(t, opts)
-        elif not vector and level_chunk_rows(shape, opts.level_chunk_elements):
-            coded = _code_weights_chunked(t, opts, importance)
-        elif not vector and (opts.rdo_lambda > 0 or opts.trellis):
-            coded = _code_rdo(t, opts.weight_step, opts, importance)
-        elif not vector and t.array.size >= 1 << 20:
-            # Large weights: one candidate setting, so quantize and code in one pass (no level array).
-            gtx, rate = cabac.one_pass_setting(t.array.size, opts.num_gtx)
-            values = to_float32(t.array, t.dtype)
-            payload = uniform_encode(values, opts.weight_step, num_gtx=gtx, adaptation=rate, name=t.name)
-            coded = _level_record(t, Method.UNIFORM, opts.weight_step, 0, (payload, gtx, rate))
-        else:
-            step = opts.vector_step if vector else opts.weight_step
-            levels = quantize(to_float32(t.array, t.dtype), step, name=t.name)
-            coded = _code_uniform(t, levels, step, opts)
+        if not (opts.lossless or (t.array.ndim < 2 and opts.lossless_1d)):
+            coded = _encode_float(t, opts, importance)
     else:
-        centred = _centred_integers(t.array)
-        if centred is None:
-            coded = _code_planes(t, opts)
-        else:
-            levels, offset = centred
-            if level_chunk_rows(shape, opts.level_chunk_elements):
-                coded = _code_chunked(
-                    t,
-                    levels.reshape(rows_cols(shape)),
-                    Method.INTEGER,
-                    0.0,
-                    offset,
-                    lambda rows, _, gtx, rate: cabac.encode_levels(rows, num_gtx=gtx, adaptation=rate),
-                    opts,
-                )
-            else:
-                best = cabac.encode_levels_best(levels, num_gtx=opts.num_gtx, effort=opts.effort)
-                coded = _level_record(t, Method.INTEGER, 0.0, offset, best)
-    coded.raw_bytes = t.array.nbytes
-    return coded
-
-
-def _centred_integers(values: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """Integer values as int32 levels around the midpoint of their range, and that midpoint; None
-    if the range is too wide for the level coder.  Exact for every integer dtype: the
-    subtraction happens in the values' own dtype, where it cannot overflow because it lands in
-    [0, max - min]."""
-    if values.size == 0:
-        return None
-    if values.dtype == np.bool_:
-        values = values.view(np.uint8)
-    lo, hi = int(values.min()), int(values.max())
-    if hi - lo > MAX_ABS_LEVEL:
-        return None
-    half = (hi - lo) // 2
-    shifted = (values - np.array(lo, dtype=values.dtype)).astype(np.int64)
-    return (shifted - half).astype(np.int32), lo + half
-
-
-def restore_integers(levels: np.ndarray, offset: int, dtype: np.dtype[np.generic]) -> np.ndarray:
-    """Inverse of :func:`_centred_integers`: modular arithmetic in ``dtype`` gives the exact value."""
-    work = np.dtype(np.uint8) if dtype == np.bool_ else dtype
-    info = np.iinfo(work)  # type: ignore[type-var]
-    if not info.min <= offset <= info.max:
-        msg = f"offset {offset} is outside the range of {dtype}"
-        raise BitstreamError(msg)
-    values = np.asarray(np.asarray(levels).astype(work) + np.array(offset, dtype=work))
-    return values.astype(dtype) if dtype == np.bool_ else values
+        chunk_rows = level_chunk_rows(shape, opts.level_chunk_elements)
+        coded = methods.INTEGER.encode_integers(
+            t.name,
+            t.dtype,
+            t.array,
+            num_gtx=opts.num_gtx,
+            effort=opts.effort,
+            chunk_rows=chunk_rows,
+            threads=workers,
+        )
+    if coded is None:  # lossless floats, integers of a range too wide for the level coder
+        coded = methods.PLANES.encode_raw(
+            t.name, t.dtype, t.array, chunk=opts.plane_chunk_elements, threads=workers
+        )
+    header, payload = coded
+    step = header.levels.step if header.method == Method.UNIFORM and header.levels else None
+    name = methods.METHODS[header.method].name
+    report = TensorReport(t.name, header.shape, t.dtype, name, step, len(payload))
+    return _Coded(header, payload, report, t.array.nbytes)
 
 
 def _ordered_map(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int) -> Iterator[_Out]:
@@ -588,87 +493,11 @@ def decode_record(header: RecordHeader, payload: bytes, *, threads: int = 1) -> 
         msg = f"{what}: implausible shape {shape}"
         raise BitstreamError(msg)
     try:
-        if header.method in Method.RAW_METHODS:
-            if header.itemsize != storage_dtype(header.dtype).itemsize:
-                msg = f"item size {header.itemsize} does not match dtype {header.dtype}"
-                raise BitstreamError(msg)
-            dtype = storage_dtype(header.dtype)
-            if header.method == Method.BYTES:
-                array = cabac.decode_bytes(payload, shape, dtype)
-            else:
-                rotate = header.dtype in FLOAT_DTYPES
-                chunk, entry_points = header.chunk, header.entry_points
-                array = planes.decode_planes(
-                    payload, shape, dtype, chunk, entry_points, rotate_sign=rotate, threads=threads
-                )
-            return NamedTensor(header.name, array, header.dtype)
-        p = header.levels
-        assert p is not None
-        if not 0 <= p.num_gtx <= cabac.MAX_GTX:
-            msg = f"num_gtx {p.num_gtx} out of range"
-            raise BitstreamError(msg)
-        if header.method != Method.INTEGER and abs(p.offset) > cabac.MAX_ABS_LEVEL:
-            msg = f"level offset {p.offset} out of range"
-            raise BitstreamError(msg)
-        rate = cabac.Adaptation(p.fast_shift, p.slow_shift)
-        if header.method in (Method.UNIFORM, Method.DEPENDENT):
-            if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):
-                msg = "invalid quantization parameters"
-                raise BitstreamError(msg)
-            if header.method == Method.UNIFORM:
-
-                def decode(data: bytes | memoryview, part: tuple[int, ...], out: np.ndarray) -> None:
-                    cabac.decode_dequantized(
-                        data, part, p.step, offset=p.offset, num_gtx=p.num_gtx, adaptation=rate, out=out
-                    )
-
-            else:
-
-                def decode(data: bytes | memoryview, part: tuple[int, ...], out: np.ndarray) -> None:
-                    cabac.decode_dependent(data, part, p.step, num_gtx=p.num_gtx, adaptation=rate, out=out)
-
-            values = _decode_levels_chunked(header, payload, np.float32, decode, threads)
-            return NamedTensor(header.name, from_float32(values, header.dtype), header.dtype)
-        if header.dtype in FLOAT_DTYPES:
-            msg = "integer coding of a float tensor"
-            raise BitstreamError(msg)
-
-        def decode_ints(data: bytes | memoryview, part: tuple[int, ...], out: np.ndarray) -> None:
-            cabac.decode_levels(data, part, num_gtx=p.num_gtx, adaptation=rate, out=out)
-
-        levels = _decode_levels_chunked(header, payload, np.int32, decode_ints, threads)
-        values = restore_integers(levels, p.offset, storage_dtype(header.dtype))
+        array = methods.method_of(header).decode(header, payload, threads=threads)
     except ValueError as exc:  # BitstreamError, ConfigError from bad parameters, the core's ValueError
         msg = f"{what}: {exc}"
         raise BitstreamError(msg) from None
-    return NamedTensor(header.name, values.reshape(shape), header.dtype)
-
-
-def _decode_levels_chunked(
-    header: RecordHeader,
-    payload: bytes,
-    dtype: type[np.generic],
-    decode: Callable[[bytes | memoryview, tuple[int, ...], np.ndarray], None],
-    threads: int,
-) -> np.ndarray:
-    """Runs ``decode(data, shape, out)`` on the whole payload, or on each chunk of rows into its slice
-    of the output (each chunk is coded like a tensor of its rows)."""
-    rows, cols = rows_cols(header.shape)
-    ranges = row_ranges(rows, header.chunk) if header.entry_points else [(0, rows)]
-    chunks = split_payload(payload, header.entry_points) if header.entry_points else [memoryview(payload)]
-    # Refused before allocating: every chunk must be able to carry its rows.
-    for (begin, end), data in zip(ranges, chunks, strict=True):
-        if (end - begin) * cols > cabac.max_elements_for_payload(len(data)):
-            msg = f"{(end - begin) * cols} elements cannot come from {len(data)} bytes (corrupt header?)"
-            raise BitstreamError(msg)
-    out = np.empty(rows * cols, dtype=dtype)
-
-    def run(job: tuple[tuple[int, int], memoryview]) -> None:
-        (begin, end), data = job
-        decode(data, (end - begin, cols), out[begin * cols : end * cols])
-
-    parallel_map(run, list(zip(ranges, chunks, strict=True)), threads)
-    return out.reshape(header.shape)
+    return NamedTensor(header.name, array.reshape(shape), header.dtype)
 
 
 class NnsqFile:
@@ -719,6 +548,10 @@ class NnsqFile:
 
     def header(self, name: str) -> RecordHeader:
         return self._reader.read_record(self._entry(name))[0]
+
+    def read_record(self, name: str) -> tuple[RecordHeader, bytes]:
+        """The verified header and payload of one tensor's record (for tools that read levels)."""
+        return self._reader.read_record(self._entry(name))
 
     def record_size(self, name: str) -> int:
         return self._entry(name).length

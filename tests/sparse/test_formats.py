@@ -375,3 +375,20 @@ def test_read_levels_matches_the_decoder() -> None:
                 np.testing.assert_array_equal(cls.from_levels(*lv).to_dense(), want)
         with pytest.raises(KeyError, match="no tensor"):
             read_levels(f, "missing")
+
+
+def test_read_levels_of_a_chunked_tensor() -> None:
+    """A tensor coded in chunks of rows (entry points) reads as one level matrix."""
+    import nnsqueeze
+    from nnsqueeze.sparse import read_levels
+
+    w = np.random.default_rng(3).laplace(0, 0.05, (50, 12)).astype(np.float32)
+    opts = nnsqueeze.CompressOptions(qp=-20, chunk_elements=100)
+    data = nnsqueeze.compress({"fc": w}, options=opts).data
+    assert data is not None
+    with nnsqueeze.NnsqFile(data) as f:
+        assert len(f.header("fc").entry_points) == 7  # 8 rows a chunk
+        lv = read_levels(f, "fc")
+        assert lv is not None
+        np.testing.assert_array_equal(lv.levels, np.rint(w / lv.step).astype(np.int32))
+        np.testing.assert_array_equal(CSR.from_levels(*lv).to_dense(), f.read("fc"))

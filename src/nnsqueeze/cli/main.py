@@ -13,7 +13,7 @@ from nnsqueeze.cli.fl_sim import add_fl_sim_parser
 from nnsqueeze.cli.progress import Progress
 from nnsqueeze.cli.squeeze import add_squeeze_parser
 from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, compress
-from nnsqueeze.coding.container import Method
+from nnsqueeze.coding.methods import METHODS
 from nnsqueeze.errors import NnsqueezeError
 from nnsqueeze.io import NamedTensor
 
@@ -115,7 +115,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             total_elems += n
             total_bytes += size
             step = f"{h.levels.step:.4g}" if h.levels is not None and h.levels.step > 0 else "-"
-            method = Method.NAMES.get(h.method, "?")
+            method = METHODS[h.method].name
             rows.append(
                 (
                     name,

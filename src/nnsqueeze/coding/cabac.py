@@ -37,6 +37,20 @@ class Adaptation:
             raise ConfigError(msg)
 
 
+@dataclass(frozen=True)
+class CoderSettings:
+    """The level coder's settings, signalled per tensor: the number of context-coded ``abs > k`` flags
+    before the Exp-Golomb remainder and the context models' adaptation."""
+
+    num_gtx: int = DEFAULT_GTX
+    adaptation: Adaptation = Adaptation()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.num_gtx <= MAX_GTX:
+            msg = f"num_gtx must be in 0..{MAX_GTX}, got {self.num_gtx}"
+            raise ConfigError(msg)
+
+
 def adaptation_for_size(num_elements: int) -> Adaptation:
     """Adaptation rates that suit a tensor of this size: small tensors must learn fast,
     large ones gain from slow, low-noise estimates."""
@@ -142,7 +156,7 @@ def decode_levels_hinted(
 MAX_EFFORT = 3
 
 
-def one_pass_setting(count: int, num_gtx: int | None) -> tuple[int, Adaptation]:
+def one_pass_setting(count: int, num_gtx: int | None) -> CoderSettings:
     """The coder setting for a tensor of ``count`` levels without trying any (effort 1).
 
     Chosen on the MNIST-1D CNN (validation data; within 0.04 % of the best of the effort-2 search
@@ -150,12 +164,12 @@ def one_pass_setting(count: int, num_gtx: int | None) -> tuple[int, Adaptation]:
     faster than 24 per-class flag contexts on few levels) and fast adaptation; above, 24 flags and
     slow, low-noise estimates."""
     if count < 1 << 16:
-        return (10 if num_gtx is None else num_gtx), Adaptation(5, 9)
+        return CoderSettings(10 if num_gtx is None else num_gtx, Adaptation(5, 9))
     gtx = DEFAULT_GTX if num_gtx is None else num_gtx
-    return gtx, Adaptation(7, 11) if count < 1 << 20 else Adaptation(8, 12)
+    return CoderSettings(gtx, Adaptation(7, 11) if count < 1 << 20 else Adaptation(8, 12))
 
 
-def candidate_settings(count: int, num_gtx: int | None, effort: int = 1) -> list[tuple[int, Adaptation]]:
+def candidate_settings(count: int, num_gtx: int | None, effort: int = 1) -> list[CoderSettings]:
     """Coder settings to try for a tensor of ``count`` levels, like zstd's levels: effort 1 codes once
     with :func:`one_pass_setting`; effort 2 tries 10 and 24 flags times two adaptation rates below
     2^16 levels (about 0.1-0.7 % smaller there); effort 3 tries 3 x 4 settings below 2^20 levels."""
@@ -172,25 +186,7 @@ def candidate_settings(count: int, num_gtx: int | None, effort: int = 1) -> list
         rates = [Adaptation(4, 7), Adaptation(5, 9), Adaptation(7, 11), Adaptation(8, 12)]
     if num_gtx is not None:
         gtx_options = [num_gtx]
-    return [(g, r) for g in gtx_options for r in rates]
-
-
-def encode_levels_best(
-    levels: np.ndarray, *, num_gtx: int | None = None, effort: int = 1
-) -> tuple[bytes, int, Adaptation]:
-    """Codes levels with the best of the coder settings that ``effort`` tries (the number of
-    ``abs > k`` flags and the adaptation rates; both are signalled per tensor, like NNCodec's
-    parameter optimisation).
-
-    Returns the payload and the settings the decoder needs.
-    """
-    best: tuple[bytes, int, Adaptation] | None = None
-    for gtx, rate in candidate_settings(levels.size, num_gtx, effort):
-        payload = encode_levels(levels, num_gtx=gtx, adaptation=rate)
-        if best is None or len(payload) < len(best[0]):
-            best = (payload, gtx, rate)
-    assert best is not None
-    return best
+    return [CoderSettings(g, r) for g in gtx_options for r in rates]
 
 
 def _decode(

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO
 
 from nnsqueeze._core import MAX_PLANE_CHUNK_ELEMENTS
 from nnsqueeze.dtypes import dtype_from_code
@@ -44,7 +44,8 @@ MAX_NAME_BYTES = 65535
 
 
 class Method:
-    """How a record's payload codes its tensor (frozen format codes)."""
+    """How a record's payload codes its tensor: the frozen format codes (the methods themselves are
+    :mod:`nnsqueeze.coding.methods`)."""
 
     UNIFORM = 1  # float tensor: value = (level + offset) * step
     INTEGER = 2  # integer/bool tensor: value = level + offset
@@ -52,13 +53,6 @@ class Method:
     DEPENDENT = 4  # float tensor: trellis-coded symbols, value = recon(k, state) * step
     PLANES = 5  # any tensor (2.0): byte planes of the raw elements, rANS where it pays
 
-    NAMES: ClassVar[dict[int, str]] = {
-        UNIFORM: "uniform",
-        INTEGER: "integer",
-        BYTES: "lossless-bytes",
-        DEPENDENT: "dependent",
-        PLANES: "lossless",
-    }
     LEVEL_METHODS = (UNIFORM, INTEGER, DEPENDENT)
     RAW_METHODS = (BYTES, PLANES)
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nnsqueeze.codec import NnsqFile
-from nnsqueeze.coding import cabac
+from nnsqueeze.coding import methods
 from nnsqueeze.coding.container import Method
 from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
 
@@ -24,18 +24,13 @@ def read_levels(source: NnsqFile, name: str) -> Levels | None:
     """The decoded levels of a uniformly quantized tensor of ``source``, or None when the tensor is coded
     otherwise (losslessly, as integers, or with dependent quantization, whose values are not
     ``level * step``).  Raises KeyError for an unknown name, BitstreamError for a corrupt record."""
-    entry = source._entry(name)
-    header, payload = source._reader.read_record(entry)
+    header, payload = source.read_record(name)
     p = header.levels
     if header.method != Method.UNIFORM or p is None:
         return None
-    if not (p.step > 0 and np.isfinite(p.step)):
-        msg = f"tensor {name!r}: invalid quantization step {p.step}"
-        raise BitstreamError(msg)
     try:
-        rate = cabac.Adaptation(p.fast_shift, p.slow_shift)
-        levels = cabac.decode_levels(payload, header.shape, num_gtx=p.num_gtx, adaptation=rate)
-    except (ConfigError, TensorError) as exc:
+        levels = methods.UNIFORM.read_levels(header, payload)
+    except (ConfigError, TensorError, ValueError) as exc:
         msg = f"tensor {name!r}: {exc}"
         raise BitstreamError(msg) from None
     shape = header.shape
