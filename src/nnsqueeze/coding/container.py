@@ -18,13 +18,13 @@ import dataclasses
 import io
 import os
 import struct
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from nnsqueeze._core import MAX_PLANE_CHUNK_ELEMENTS
+from nnsqueeze.coding.bytestream import CRC_BYTES, ByteReader, crc32, svarint, uvarint
 from nnsqueeze.dtypes import dtype_from_code
 from nnsqueeze.errors import BitstreamError, UnsupportedVersionError
 from nnsqueeze.io._common import create_temp
@@ -98,27 +98,6 @@ class RecordHeader:
         return n
 
 
-def uvarint(value: int) -> bytes:
-    """Unsigned LEB128: 7 bits per byte, low bits first, high bit set on all but the last byte."""
-    if value < 0:
-        msg = f"uvarint of a negative number: {value}"
-        raise ValueError(msg)
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def svarint(value: int) -> bytes:
-    """Signed integer as zigzag (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...) then uvarint."""
-    return uvarint(2 * value if value >= 0 else -2 * value - 1)
-
-
 def chunk_count(header: RecordHeader) -> int:
     """Chunks a record's payload has (0 for a single-stream level record)."""
     if header.chunk == 0:
@@ -156,56 +135,10 @@ def encode_record_header(h: RecordHeader) -> bytes:
     return b"".join(parts)
 
 
-class _Cursor:
-    """Bounds-checked reader over a header's bytes."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data, self.pos, self.what = data, 0, what
-
-    def _truncated(self) -> BitstreamError:
-        return BitstreamError(f"{self.what}: header is truncated")
-
-    def take_bytes(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise self._truncated()
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def fixed(self, fmt: str) -> int:
-        (value,) = struct.unpack(fmt, self.take_bytes(struct.calcsize(fmt)))
-        assert isinstance(value, int)
-        return value
-
-    def float64(self) -> float:
-        (value,) = struct.unpack("<d", self.take_bytes(8))
-        assert isinstance(value, float)
-        return value
-
-    def uvarint(self) -> int:
-        value = shift = 0
-        while True:
-            if self.pos >= len(self.data):
-                raise self._truncated()
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                msg = f"{self.what}: integer field longer than 64 bits"
-                raise BitstreamError(msg)
-
-    def svarint(self) -> int:
-        z = self.uvarint()
-        return z >> 1 if not z & 1 else -((z + 1) >> 1)
-
-
 def decode_record_header(data: bytes, what: str, version: tuple[int, int] = FORMAT_VERSION) -> RecordHeader:
     """Parses a record header of a file of format ``version``."""
-    cur = _Cursor(data, what)
-    name_bytes = cur.take_bytes(cur.uvarint())
+    cur = ByteReader(data, what)
+    name_bytes = cur.take(cur.uvarint())
     try:
         name = name_bytes.decode("utf-8")
     except UnicodeDecodeError:
@@ -250,7 +183,7 @@ def decode_record_header(data: bytes, what: str, version: tuple[int, int] = FORM
     return dataclasses.replace(header, payload_length=payload_length)
 
 
-def _read_entry_points(cur: _Cursor, header: RecordHeader) -> RecordHeader:
+def _read_entry_points(cur: ByteReader, header: RecordHeader) -> RecordHeader:
     chunk = cur.uvarint()
     if header.method == Method.PLANES and not 1 <= chunk <= MAX_PLANE_CHUNK_ELEMENTS:
         msg = f"{cur.what}: plane chunk of {chunk} elements (1..{MAX_PLANE_CHUNK_ELEMENTS})"
@@ -296,14 +229,14 @@ class ContainerWriter:
             msg = f"duplicate tensor name {header.name!r}"
             raise ValueError(msg)
         head = encode_record_header(header)
-        crc = zlib.crc32(payload, zlib.crc32(head))
+        crc = crc32(head, payload)
         offset = self.bytes_written
         prefix = _RECORD_MAGIC + uvarint(len(head))
         self._file.write(prefix)
         self._file.write(head)
         self._file.write(payload)
-        self._file.write(struct.pack("<I", crc))
-        length = len(prefix) + len(head) + len(payload) + 4
+        self._file.write(crc)
+        length = len(prefix) + len(head) + len(payload) + CRC_BYTES
         self.bytes_written += length
         self._names.add(header.name)
         self._entries.append(IndexEntry(header.name, offset, length))
@@ -312,7 +245,7 @@ class ContainerWriter:
     def close(self, metadata: Mapping[str, str], attachments: Mapping[str, bytes]) -> int:
         """Writes index and footer, syncs and renames into place; returns the file size."""
         body = encode_index(self._entries, metadata, attachments)
-        index = _INDEX_MAGIC + body + struct.pack("<I", zlib.crc32(body))
+        index = _INDEX_MAGIC + body + crc32(body)
         self._file.write(index)
         self._file.write(_FOOTER.pack(self.bytes_written, len(index), _FOOTER_MAGIC))
         self.bytes_written += len(index) + _FOOTER.size
@@ -364,10 +297,10 @@ class Index:
 
 
 def decode_index(body: bytes, records_end: int) -> Index:
-    cur = _Cursor(body, "index")
+    cur = ByteReader(body, "index")
 
     def text() -> str:
-        raw = cur.take_bytes(cur.uvarint())
+        raw = cur.take(cur.uvarint())
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -394,7 +327,7 @@ def decode_index(body: bytes, records_end: int) -> Index:
     attachments = {}
     for _ in range(cur.uvarint()):
         key = text()
-        attachments[key] = cur.take_bytes(cur.uvarint())
+        attachments[key] = cur.take(cur.uvarint())
     if cur.pos != len(body):
         msg = "index: unexpected trailing bytes"
         raise BitstreamError(msg)
@@ -483,8 +416,8 @@ class ContainerReader:
             msg = f"{self.label}: corrupt footer (index outside the file)"
             raise BitstreamError(msg)
         raw = self._read(index_offset, index_length)
-        body, (crc,) = raw[4:-4], struct.unpack("<I", raw[-4:])
-        if raw[:4] != _INDEX_MAGIC or zlib.crc32(body) != crc:
+        body = raw[4:-CRC_BYTES]
+        if raw[:4] != _INDEX_MAGIC or crc32(body) != raw[-CRC_BYTES:]:
             msg = f"{self.label}: index checksum mismatch (file corrupt)"
             raise BitstreamError(msg)
         return (major, minor), decode_index(body, index_offset)
@@ -493,8 +426,8 @@ class ContainerReader:
         """Reads and verifies one record; raises BitstreamError naming the tensor."""
         what = f"{self.label}: tensor {entry.name!r}"
         raw = self._read(entry.offset, entry.length)
-        cursor = _Cursor(raw[:-4], what)
-        magic = cursor.take_bytes(len(_RECORD_MAGIC))
+        cursor = ByteReader(raw[:-4], what)
+        magic = cursor.take(len(_RECORD_MAGIC))
         head_len = cursor.uvarint()
         start = cursor.pos
         if magic != _RECORD_MAGIC or start + head_len + 4 > len(raw):
@@ -502,8 +435,7 @@ class ContainerReader:
             raise BitstreamError(msg)
         head = raw[start : start + head_len]
         payload = raw[start + head_len : -4]
-        (crc,) = struct.unpack("<I", raw[-4:])
-        if zlib.crc32(payload, zlib.crc32(head)) != crc:
+        if crc32(head, payload) != raw[-CRC_BYTES:]:
             msg = f"{what}: checksum mismatch (file corrupt)"
             raise BitstreamError(msg)
         header = decode_record_header(head, what, self.version)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import ClassVar
 import numpy as np
 
 from nnsqueeze.coding import decode_levels, encode_levels
+from nnsqueeze.coding.bytestream import CRC_BYTES, ByteReader, crc32, uvarint
 from nnsqueeze.coding.cabac import decode_levels_hinted, encode_levels_hinted
 from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
 from nnsqueeze.fl.golomb import decode_positions, encode_positions, optimal_rice_parameter
@@ -53,44 +53,6 @@ MAGIC = b"FU"
 WHOLE_MODEL = 0x80  # method-byte flag of whole-model sparsification
 VERSION = 2  # 2: the Rice parameter is no longer sent (it follows from k and the size)
 Shape = tuple[int, ...]
-
-
-def _put_varint(out: bytearray, value: int) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-class _Reader:
-    """Reads varints and fixed fields from a payload, raising BitstreamError past its end."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data, self.pos, self.what = data, 0, what
-
-    def varint(self) -> int:
-        value = shift = 0
-        while True:
-            if self.pos >= len(self.data) or shift > 63:
-                msg = f"{self.what}: truncated or corrupt varint"
-                raise BitstreamError(msg)
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            msg = f"{self.what}: needs {n} more bytes, {len(self.data) - self.pos} left"
-            raise BitstreamError(msg)
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def rest(self) -> bytes:
-        return self.take(len(self.data) - self.pos)
 
 
 def _size(shape: Shape) -> int:
@@ -137,10 +99,10 @@ class Compressor(ABC):
         out = bytearray(MAGIC)
         out += bytes((VERSION, self.wire_id))
         for p in payloads:
-            _put_varint(out, len(p))
+            out += uvarint(len(p))
         for p in payloads:
             out += p
-        out += struct.pack("<I", zlib.crc32(out))
+        out += crc32(out)
         return bytes(out)
 
     def decode(self, message: bytes, shapes: Sequence[Shape]) -> list[np.ndarray]:
@@ -153,15 +115,15 @@ class Compressor(ABC):
         if len(message) < 8 or message[:2] != MAGIC:
             msg = f"not an nnsqueeze update message ({len(message)} bytes)"
             raise BitstreamError(msg)
-        body, (crc,) = message[:-4], struct.unpack("<I", message[-4:])
-        if zlib.crc32(body) != crc:
+        body = message[:-CRC_BYTES]
+        if crc32(body) != message[-CRC_BYTES:]:
             msg = "update message checksum mismatch (corrupt or truncated in transit)"
             raise BitstreamError(msg)
         if body[2] != VERSION or body[3] != self.wire_id:
             msg = f"update message is version {body[2]} method {body[3]}, expected {VERSION}/{self.wire_id}"
             raise BitstreamError(msg)
-        reader = _Reader(body[4:], "update message")
-        lengths = [reader.varint() for _ in range(count)]
+        reader = ByteReader(body[4:], "update message")
+        lengths = [reader.uvarint() for _ in range(count)]
         chunks = [reader.take(n) for n in lengths]
         if reader.pos != len(reader.data):
             msg = f"update message has {len(reader.data) - reader.pos} trailing bytes"
@@ -200,19 +162,19 @@ def _check_sparsity(sparsity: float) -> None:
 def _sparse_header(k: int, positions: np.ndarray, size: int) -> tuple[bytearray, bytes]:
     code, _ = encode_positions(positions, size)  # its Rice parameter follows from k and size
     head = bytearray()
-    _put_varint(head, k)
+    head += uvarint(k)
     return head, code
 
 
-def _read_count(reader: _Reader, shape: Shape) -> int:
-    k = reader.varint()
+def _read_count(reader: ByteReader, shape: Shape) -> int:
+    k = reader.uvarint()
     if k > _size(shape):
         msg = f"payload claims {k} nonzeros in a tensor of {_size(shape)} elements"
         raise BitstreamError(msg)
     return k
 
 
-def _positions(reader: _Reader, k: int, shape: Shape, tail: int) -> np.ndarray:
+def _positions(reader: ByteReader, k: int, shape: Shape, tail: int) -> np.ndarray:
     """Decodes the positions that fill the payload except its last ``tail`` bytes."""
     code = reader.take(len(reader.data) - reader.pos - tail)
     size = _size(shape)
@@ -268,7 +230,7 @@ class TopK(_Sparsifier):
         return bytes(head) + code + bytes(flat[pos].astype("<f4").tobytes())
 
     def decode_tensor(self, payload: bytes, shape: Shape) -> np.ndarray:
-        reader = _Reader(payload, f"{self.name} payload")
+        reader = ByteReader(payload, f"{self.name} payload")
         k = _read_count(reader, shape)
         pos = _positions(reader, k, shape, 4 * k)
         out = np.zeros(_size(shape), dtype=np.float32)
@@ -298,7 +260,7 @@ class SparseBinary(_Sparsifier):
         return bytes(head) + struct.pack("<f", mean) + code
 
     def decode_tensor(self, payload: bytes, shape: Shape) -> np.ndarray:
-        reader = _Reader(payload, f"{self.name} payload")
+        reader = ByteReader(payload, f"{self.name} payload")
         k = _read_count(reader, shape)
         (mean,) = struct.unpack("<f", reader.take(4))
         pos = _positions(reader, k, shape, 0)
@@ -324,7 +286,7 @@ class SparseTernary(_Sparsifier):
         return bytes(head) + struct.pack("<f", mu) + code + signs
 
     def decode_tensor(self, payload: bytes, shape: Shape) -> np.ndarray:
-        reader = _Reader(payload, f"{self.name} payload")
+        reader = ByteReader(payload, f"{self.name} payload")
         k = _read_count(reader, shape)
         (mu,) = struct.unpack("<f", reader.take(4))
         n_sign = (k + 7) // 8
@@ -383,8 +345,8 @@ class CabacQuantized(Compressor):
         reader, step = self._read_step(payload)
         return self._reconstruct(decode_levels(reader.rest(), shape), step)
 
-    def _read_step(self, payload: bytes) -> tuple[_Reader, float]:
-        reader = _Reader(payload, f"{self.name} payload")
+    def _read_step(self, payload: bytes) -> tuple[ByteReader, float]:
+        reader = ByteReader(payload, f"{self.name} payload")
         (step,) = struct.unpack("<f", reader.take(4))
         if not (math.isfinite(step) and step > 0):
             msg = f"{self.name} payload has an invalid step {step}"
