@@ -33,6 +33,7 @@ from nnsqueeze.coding.container import (
     ContainerWriter,
     IndexEntry,
     Method,
+    Payload,
     RecordHeader,
 )
 from nnsqueeze.dtypes import FLOAT_DTYPES, to_float32
@@ -481,7 +482,7 @@ def _compress_to_target(
     return dataclasses.replace(report, search=tuple(trials))
 
 
-def decode_record(header: RecordHeader, payload: bytes, *, threads: int = 1) -> NamedTensor:
+def decode_record(header: RecordHeader, payload: Payload, *, threads: int = 1) -> NamedTensor:
     """Decodes one verified record to a tensor in its original dtype (bfloat16 as raw bits); the
     chunks of a large tensor decode on up to ``threads`` threads."""
     shape = header.shape
@@ -549,7 +550,7 @@ class NnsqFile:
     def header(self, name: str) -> RecordHeader:
         return self._reader.read_record(self._entry(name))[0]
 
-    def read_record(self, name: str) -> tuple[RecordHeader, bytes]:
+    def read_record(self, name: str) -> tuple[RecordHeader, Payload]:
         """The verified header and payload of one tensor's record (for tools that read levels)."""
         return self._reader.read_record(self._entry(name))
 
@@ -569,9 +570,12 @@ class NnsqFile:
         self, names: Iterable[str] | None = None, *, threads: int | None = None
     ) -> Iterator[NamedTensor]:
         """Decodes tensors in file order (or the given order), several in parallel."""
-        records = (self._reader.read_record(self._entry(n)) for n in (names or self.names))
         workers = threads or os.cpu_count() or 1
-        yield from _ordered_map(lambda r: decode_record(*r, threads=workers), records, workers)
+
+        def read(name: str) -> NamedTensor:  # on the worker threads: reading and CRC checks too
+            return decode_record(*self._reader.read_record(self._entry(name)), threads=workers)
+
+        yield from _ordered_map(read, names or self.names, workers)
 
 
 def decompress(

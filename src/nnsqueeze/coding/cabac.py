@@ -287,7 +287,9 @@ def encode_bytes(array: np.ndarray) -> bytes:
     return _core.encode_bytes(flat.view(np.uint8), flat.dtype.itemsize)
 
 
-def decode_bytes(payload: bytes, shape: tuple[int, ...], dtype: np.dtype[np.generic]) -> np.ndarray:
+def decode_bytes(
+    payload: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtype[np.generic]
+) -> np.ndarray:
     """Decodes an array written by :func:`encode_bytes`."""
     count = _checked_count(payload, shape)
     out = np.empty(count * dtype.itemsize, dtype=np.uint8)

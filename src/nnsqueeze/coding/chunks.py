@@ -34,7 +34,7 @@ def row_ranges(rows: int, chunk_rows: int) -> list[tuple[int, int]]:
     return [(r, min(rows, r + chunk_rows)) for r in range(0, rows, chunk_rows)]
 
 
-def split_payload(payload: bytes, entry_points: Sequence[int]) -> list[memoryview]:
+def split_payload(payload: bytes | memoryview, entry_points: Sequence[int]) -> list[memoryview]:
     """The chunks of a payload, without copying (the header checked that the lengths add up)."""
     view = memoryview(payload)
     out, start = [], 0

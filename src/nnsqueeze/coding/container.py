@@ -43,6 +43,10 @@ MAX_NDIM = 32
 MAX_NAME_BYTES = 65535
 
 
+# A record's payload: bytes, or a view of a file's bytes.
+Payload = bytes | memoryview
+
+
 class Method:
     """How a record's payload codes its tensor: the frozen format codes (the methods themselves are
     :mod:`nnsqueeze.coding.methods`)."""
@@ -223,7 +227,7 @@ class ContainerWriter:
         self._file.write(_PREAMBLE.pack(MAGIC, *FORMAT_VERSION, 0))
         self.bytes_written = _PREAMBLE.size
 
-    def add(self, header: RecordHeader, payload: bytes) -> int:
+    def add(self, header: RecordHeader, payload: Payload) -> int:
         """Appends one tensor record; returns its size in bytes."""
         if header.name in self._names:
             msg = f"duplicate tensor name {header.name!r}"
@@ -373,15 +377,18 @@ class ContainerReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read(self, offset: int, length: int) -> bytes:
+    def _read(self, offset: int, length: int) -> memoryview:
+        """The bytes at ``offset``: a view of the data in memory, or a positional read of the file
+        (thread-safe, so records can be read and checked on the decoding threads)."""
         if offset < 0 or length < 0 or offset + length > self.size:
             msg = f"{self.label}: read beyond the end of the file (truncated?)"
             raise BitstreamError(msg)
         if self._data is not None:
-            return self._data[offset : offset + length]
-        assert self._file is not None
-        self._file.seek(offset)
-        out = self._file.read(length)
+            return memoryview(self._data)[offset : offset + length]
+        if self._file is None:
+            msg = f"{self.label}: file is closed"
+            raise BitstreamError(msg)
+        out = memoryview(os.pread(self._file.fileno(), length, offset))
         if len(out) != length:
             msg = f"{self.label}: file shrank while reading"
             raise BitstreamError(msg)
@@ -415,26 +422,28 @@ class ContainerReader:
         ):
             msg = f"{self.label}: corrupt footer (index outside the file)"
             raise BitstreamError(msg)
-        raw = self._read(index_offset, index_length)
+        raw = bytes(self._read(index_offset, index_length))
         body = raw[4:-CRC_BYTES]
         if raw[:4] != _INDEX_MAGIC or crc32(body) != raw[-CRC_BYTES:]:
             msg = f"{self.label}: index checksum mismatch (file corrupt)"
             raise BitstreamError(msg)
         return (major, minor), decode_index(body, index_offset)
 
-    def read_record(self, entry: IndexEntry) -> tuple[RecordHeader, bytes]:
-        """Reads and verifies one record; raises BitstreamError naming the tensor."""
+    def read_record(self, entry: IndexEntry) -> tuple[RecordHeader, Payload]:
+        """Reads and verifies one record; raises BitstreamError naming the tensor.  The payload is a
+        view of the file's bytes, not a copy."""
         what = f"{self.label}: tensor {entry.name!r}"
         raw = self._read(entry.offset, entry.length)
-        cursor = ByteReader(raw[:-4], what)
+        # The record's magic and header length (a varint of at most 10 bytes), before its CRC.
+        cursor = ByteReader(bytes(raw[:-CRC_BYTES][: len(_RECORD_MAGIC) + 10]), what)
         magic = cursor.take(len(_RECORD_MAGIC))
         head_len = cursor.uvarint()
         start = cursor.pos
-        if magic != _RECORD_MAGIC or start + head_len + 4 > len(raw):
+        if magic != _RECORD_MAGIC or start + head_len + CRC_BYTES > len(raw):
             msg = f"{what}: corrupt record header"
             raise BitstreamError(msg)
-        head = raw[start : start + head_len]
-        payload = raw[start + head_len : -4]
+        head = bytes(raw[start : start + head_len])
+        payload = raw[start + head_len : -CRC_BYTES]
         if crc32(head, payload) != raw[-CRC_BYTES:]:
             msg = f"{what}: checksum mismatch (file corrupt)"
             raise BitstreamError(msg)

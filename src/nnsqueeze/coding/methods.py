@@ -22,7 +22,7 @@ import numpy as np
 from nnsqueeze.coding import cabac, planes
 from nnsqueeze.coding.cabac import Adaptation, CoderSettings, rows_cols
 from nnsqueeze.coding.chunks import parallel_map, row_ranges, split_payload
-from nnsqueeze.coding.container import LevelParams, Method, RecordHeader
+from nnsqueeze.coding.container import LevelParams, Method, Payload, RecordHeader
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype
 from nnsqueeze.errors import BitstreamError
 
@@ -39,7 +39,7 @@ class CodingMethod:
     code: ClassVar[int]
     name: ClassVar[str]
 
-    def decode(self, header: RecordHeader, payload: bytes, *, threads: int = 1) -> np.ndarray:
+    def decode(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
         """The tensor of a verified record, in its storage dtype (bfloat16 as raw bits)."""
         raise NotImplementedError
 
@@ -87,7 +87,7 @@ class LevelMethod(CodingMethod):
         )
         return header, payload
 
-    def read_levels(self, header: RecordHeader, payload: bytes, *, threads: int = 1) -> np.ndarray:
+    def read_levels(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
         """The record's coded integers (symbols for the dependent method), int32 of the tensor's shape."""
         self._checked(header)
 
@@ -96,7 +96,7 @@ class LevelMethod(CodingMethod):
 
         return _decode_rows(header, payload, np.int32, decode, threads)
 
-    def decode(self, header: RecordHeader, payload: bytes, *, threads: int = 1) -> np.ndarray:
+    def decode(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
         self._checked(header)
         values = _decode_rows(header, payload, self.out_dtype, self._decode_into, threads)
         return self._finish(header, values)
@@ -266,7 +266,7 @@ class BytesMethod(_RawMethod):
     code = Method.BYTES
     name = "lossless-bytes"
 
-    def decode(self, header: RecordHeader, payload: bytes, *, threads: int = 1) -> np.ndarray:
+    def decode(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
         return cabac.decode_bytes(payload, header.shape, self._dtype(header))
 
 
@@ -293,7 +293,7 @@ class PlanesMethod(_RawMethod):
         )
         return header, coded.payload
 
-    def decode(self, header: RecordHeader, payload: bytes, *, threads: int = 1) -> np.ndarray:
+    def decode(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
         rotate = header.dtype in FLOAT_DTYPES
         return planes.decode_planes(
             payload,
@@ -329,7 +329,7 @@ def _rate(p: LevelParams) -> Adaptation:
 
 def _decode_rows(
     header: RecordHeader,
-    payload: bytes,
+    payload: Payload,
     dtype: type[np.generic],
     decode: _RowDecoder,
     threads: int,

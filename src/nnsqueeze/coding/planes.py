@@ -63,7 +63,7 @@ def max_elements(payload_bytes: int, itemsize: int) -> int:
 
 
 def decode_planes(
-    payload: bytes,
+    payload: bytes | memoryview,
     shape: tuple[int, ...],
     dtype: np.dtype[np.generic],
     chunk: int,
