@@ -9,6 +9,7 @@
 
 #include "nnsqueeze/arith.hpp"
 #include "nnsqueeze/byte_coder.hpp"
+#include "nnsqueeze/checksum.hpp"
 #include "nnsqueeze/level_coder.hpp"
 #include "nnsqueeze/plane_coder.hpp"
 #include "nnsqueeze/trellis.hpp"
@@ -210,4 +211,14 @@ void bind_coding(nb::module_& m) {
         },
         "payload"_a.noconvert(), "chunk_lengths"_a.noconvert(), "itemsize"_a, "rotate_sign"_a, "chunk_elements"_a,
         "threads"_a, "out"_a.noconvert());
+
+    m.def(
+        "crc32",
+        [](Bytes data, uint32_t crc, bool accelerated) {
+            nb::gil_scoped_release release;
+            return nnsqueeze::crc32_update(data.data(), data.shape(0), crc, accelerated);
+        },
+        "data"_a.noconvert(), "crc"_a = 0, "accelerated"_a = true,
+        "zlib.crc32(data, crc); accelerated=False forces the portable byte-table path.");
+    m.attr("CRC32_ACCELERATED") = nnsqueeze::crc32_accelerated();
 }

@@ -41,6 +41,13 @@ def encode_planes(data: Annotated[NDArray[numpy.uint8], dict(shape=(None,), orde
 
 def decode_planes(payload: Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu', writable=False)], chunk_lengths: Annotated[NDArray[numpy.uint64], dict(shape=(None,), order='C', device='cpu', writable=False)], itemsize: int, rotate_sign: bool, chunk_elements: int, threads: int, out: Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu')]) -> None: ...
 
+def crc32(data: Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu', writable=False)], crc: int = 0, accelerated: bool = True) -> int:
+    """
+    zlib.crc32(data, crc); accelerated=False forces the portable byte-table path.
+    """
+
+CRC32_ACCELERATED: bool = True
+
 def quantize_uniform(w: Annotated[NDArray[numpy.float32], dict(shape=(None,), order='C', device='cpu', writable=False)], step: float, max_abs_level: int, out: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu')]) -> int: ...
 
 def dequantize_uniform(levels: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu', writable=False)], step: float, out: Annotated[NDArray[numpy.float32], dict(shape=(None,), order='C', device='cpu')]) -> None: ...
