@@ -238,8 +238,30 @@ void encode_rans(const uint8_t* symbols, std::size_t n, const Frequencies& f, st
     }
 }
 
+// Whether a sample of every 8th byte already shows a plane too dense to code: its order-0 entropy
+// is above kMinSaving * 8 bits with a margin far wider than the estimate's bias (< 0.01 bits for
+// 2^15 samples).  Mantissa planes are this way; they skip the full histogram.
+constexpr std::size_t kSampleStride = 8;
+constexpr std::size_t kMinSampled = 1u << 15;
+bool sample_says_raw(const uint8_t* plane, std::size_t n) {
+    if (n < kMinSampled * kSampleStride) return false;
+    std::array<uint32_t, 256> counts{};
+    std::size_t taken = 0;
+    for (std::size_t i = 0; i < n; i += kSampleStride, ++taken) ++counts[plane[i]];
+    double bits = 0;
+    const double total = static_cast<double>(taken);
+    for (uint32_t c : counts)
+        if (c) bits += static_cast<double>(c) * std::log2(total / static_cast<double>(c));
+    return bits / total > 8 * kMinSaving + 0.05;
+}
+
 // Codes one plane of a chunk, choosing the cheapest mode.
 void encode_plane(const uint8_t* plane, std::size_t n, std::vector<uint8_t>& out) {
+    if (sample_says_raw(plane, n)) {
+        out.push_back(kRaw);
+        out.insert(out.end(), plane, plane + n);
+        return;
+    }
     Counts counts = histogram(plane, n);
     const auto distinct = std::count_if(counts.begin(), counts.end(), [](uint64_t c) { return c != 0; });
     if (distinct == 1) {
@@ -298,8 +320,16 @@ private:
     const uint8_t* end_;
 };
 
-// Slot table entry: symbol | freq << 8 | (slot - cum) << 20 (freq and slot - cum are below 2^12).
-using SlotTable = std::array<uint32_t, kPlaneProbOne>;
+// Per slot of [0, 2^12): its symbol's frequency and the slot's offset in the symbol's range, and,
+// apart, the symbol itself (two independent loads beat unpacking one word on the state's chain).
+struct SlotStep {
+    uint16_t freq;
+    uint16_t offset;
+};
+struct SlotTable {
+    std::array<SlotStep, kPlaneProbOne> step;
+    std::array<uint8_t, kPlaneProbOne> symbol;
+};
 
 void read_table(Reader& in, SlotTable& slots) {
     const uint8_t* bitmap = in.take(kBitmapBytes, "frequency table");
@@ -309,16 +339,20 @@ void read_table(Reader& in, SlotTable& slots) {
         const uint64_t f = in.uvarint("frequency table") + 1;
         if (f >= kPlaneProbOne || cum + f > kPlaneProbOne)
             throw BitstreamError("plane payload: frequencies do not sum to 4096");
-        for (uint32_t k = 0; k < f; ++k) slots[cum + k] = s | static_cast<uint32_t>(f) << 8 | k << 20;
+        for (uint32_t k = 0; k < f; ++k) {
+            slots.step[cum + k] = {static_cast<uint16_t>(f), static_cast<uint16_t>(k)};
+            slots.symbol[cum + k] = static_cast<uint8_t>(s);
+        }
         cum += static_cast<uint32_t>(f);
     }
     if (cum != kPlaneProbOne) throw BitstreamError("plane payload: frequencies do not sum to 4096");
 }
 
 inline uint32_t decode_step(uint32_t x, const SlotTable& slots, uint8_t& symbol) {
-    const uint32_t e = slots[x & kSlotMask];
-    symbol = static_cast<uint8_t>(e);
-    return ((e >> 8) & kSlotMask) * (x >> kPlaneProbBits) + (e >> 20);
+    const uint32_t slot = x & kSlotMask;
+    const SlotStep e = slots.step[slot];
+    symbol = slots.symbol[slot];
+    return e.freq * (x >> kPlaneProbBits) + e.offset;
 }
 
 void decode_rans(const uint8_t* stream, std::size_t size, const SlotTable& slots, std::size_t n, uint8_t* out) {

@@ -15,7 +15,6 @@ more than the tensors in flight; the index at the end lets a reader decode one t
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import struct
 from collections.abc import Mapping
@@ -208,6 +207,24 @@ class IndexEntry:
     length: int
 
 
+class _PartsFile:
+    """An in-memory file that keeps what is written and joins it once (a BytesIO copies every payload
+    into a growing buffer, which costs as much as the lossless coder's own copy)."""
+
+    def __init__(self) -> None:
+        self._parts: list[Payload] = []
+
+    def write(self, data: Payload) -> int:
+        self._parts.append(data)
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+    def close(self) -> None:
+        self._parts.clear()
+
+
 class ContainerWriter:
     """Writes a ``.nnsq`` file record by record into a temp file, renamed into place by
     :meth:`close`; :meth:`abort` removes the temp file and leaves the destination untouched.
@@ -217,9 +234,9 @@ class ContainerWriter:
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = None if path is None else Path(path)
         self._tmp: Path | None = None
-        self._file: IO[bytes]
+        self._file: IO[bytes] | _PartsFile
         if self.path is None:
-            self._file = io.BytesIO()
+            self._file = _PartsFile()
         else:
             self._tmp, self._file = create_temp(self.path)
         self._entries: list[IndexEntry] = []
@@ -253,7 +270,7 @@ class ContainerWriter:
         self._file.write(index)
         self._file.write(_FOOTER.pack(self.bytes_written, len(index), _FOOTER_MAGIC))
         self.bytes_written += len(index) + _FOOTER.size
-        if self._tmp is not None and self.path is not None:
+        if self._tmp is not None and self.path is not None and not isinstance(self._file, _PartsFile):
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
@@ -262,7 +279,7 @@ class ContainerWriter:
 
     def getvalue(self) -> bytes:
         """The finished file of an in-memory writer."""
-        if not isinstance(self._file, io.BytesIO):
+        if not isinstance(self._file, _PartsFile):
             msg = "getvalue() is only available for in-memory writers"
             raise TypeError(msg)
         return self._file.getvalue()
