@@ -25,9 +25,9 @@ using LevelsOut = nb::ndarray<int32_t, nb::ndim<1>, nb::c_contig, nb::device::cp
 using FusedEncoder = nnsqueeze::RdoqStats (*)(const float*, const float*, std::size_t, std::size_t, double, double,
                                               const nnsqueeze::LevelCoderParams&, int32_t*, std::vector<uint8_t>&);
 
-// RDOQ and trellis quantization share one signature: quantize, code, return (payload, distortion, bits).
+// RDOQ and trellis quantization share one signature: quantize, code, return (payload, distortion).
 template <FusedEncoder encode>
-std::tuple<nb::bytes, double, double> fused_encode(Floats w, std::optional<Floats> importance, std::size_t rows,
+std::tuple<nb::bytes, double> fused_encode(Floats w, std::optional<Floats> importance, std::size_t rows,
                                                     std::size_t cols, double step, double lambda, int num_gtx,
                                                     int fast_shift, int slow_shift,
                                                     std::optional<LevelsOut> levels) {
@@ -45,8 +45,7 @@ std::tuple<nb::bytes, double, double> fused_encode(Floats w, std::optional<Float
         stats = encode(w.data(), importance ? importance->data() : nullptr, rows, cols, step, lambda, params,
                        levels ? levels->data() : nullptr, out);
     }
-    return {nb::bytes(reinterpret_cast<const char*>(out.data()), out.size()), stats.distortion,
-            stats.estimated_bits};
+    return {nb::bytes(reinterpret_cast<const char*>(out.data()), out.size()), stats.distortion};
 }
 
 }  // namespace

@@ -52,7 +52,6 @@ RdoqStats encode_rdoq(const float* w, const float* importance, std::size_t rows,
             }
             const auto q = static_cast<int32_t>(negative ? -best : best);
             stats.distortion += imp * (a - best) * (a - best);
-            stats.estimated_bits += detail::level_cost(ctx, best, negative, n);
             detail::encode_level(enc, ctx, q, n);
             ctx.update(c, q);
             if (levels != nullptr) levels[i] = q;

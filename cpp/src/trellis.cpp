@@ -101,7 +101,6 @@ RdoqStats encode_trellis(const float* w, const float* importance, std::size_t ro
             ctx.select(c);
             ctx.set_quantizer(s >> 1);
             stats.distortion += imp * (x - recon) * (x - recon);
-            stats.estimated_bits += detail::level_cost(ctx, k < 0 ? -int64_t{k} : k, k < 0, n);
             detail::encode_level(enc, ctx, k, n);
             ctx.update(c, k);
             s = kDqNextState[s][k & 1];

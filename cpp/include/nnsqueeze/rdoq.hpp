@@ -18,7 +18,6 @@ namespace nnsqueeze {
 
 struct RdoqStats {
     double distortion = 0;  // sum of importance * (x - q)^2, in step^2 units
-    double estimated_bits = 0;
 };
 
 // Throws std::invalid_argument unless step > 0, lambda >= 0 and the coder parameters are valid.

@@ -33,7 +33,6 @@ class RdoResult:
     levels: np.ndarray | None  # int32, the shape of the input (None when not asked for)
     payload: bytes
     distortion: float  # sum of importance * (w / step - q) ** 2
-    estimated_bits: float
 
     def objective(self, lambda_: float) -> float:
         """Distortion plus ``lambda_`` times the bits actually coded."""
@@ -112,7 +111,7 @@ def rdo_encode(
 
 
 def _run(
-    core_encode: Callable[..., tuple[bytes, float, float]],
+    core_encode: Callable[..., tuple[bytes, float]],
     values: np.ndarray,
     step: float,
     lambda_: float,
@@ -129,7 +128,7 @@ def _run(
     rate = adaptation or Adaptation(7, 11)
     rows, cols = rows_cols(w.shape)
     levels = np.empty(w.size, dtype=np.int32) if keep_levels else None
-    payload, distortion, bits = core_encode(
+    payload, distortion = core_encode(
         w.reshape(-1),
         imp,
         rows,
@@ -141,7 +140,7 @@ def _run(
         rate.slow_shift,
         levels,
     )
-    return RdoResult(None if levels is None else levels.reshape(w.shape), payload, distortion, bits)
+    return RdoResult(None if levels is None else levels.reshape(w.shape), payload, distortion)
 
 
 def uniform_encode(
