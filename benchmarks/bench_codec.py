@@ -249,6 +249,7 @@ class Timer:
         t0 = time.perf_counter()
         self.result = fn()
         first = time.perf_counter() - t0
+        self.first_s = first  # the first call's time (cold for one-off calls)
         self.loops = max(1, math.ceil(MIN_SAMPLE_S / max(first, 1e-6))) if first < MIN_SAMPLE_S else 1
         self.samples: list[float] = []
 
