@@ -16,9 +16,7 @@ import dataclasses
 import math
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +34,7 @@ from nnsqueeze.coding.container import (
     Payload,
     RecordHeader,
 )
+from nnsqueeze.coding.parallel import ordered_map
 from nnsqueeze.dtypes import FLOAT_DTYPES, to_float32
 from nnsqueeze.errors import BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
@@ -300,24 +299,6 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
     return _Coded(header, payload, report, t.array.nbytes)
 
 
-def _ordered_map(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int) -> Iterator[_Out]:
-    """``map`` over a thread pool that keeps order, with at most ``workers`` items in flight (plus
-    the one the consumer holds), so memory stays near ``workers + 1`` tensors.
-
-    The coders release the GIL, so threads give real parallelism."""
-    if workers == 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[_Out]] = deque()
-        for item in items:
-            if len(pending) == workers:
-                yield pending.popleft().result()
-            pending.append(pool.submit(fn, item))
-        while pending:
-            yield pending.popleft().result()
-
-
 Source = str | os.PathLike[str] | Mapping[str, Any] | Any
 
 
@@ -398,8 +379,11 @@ def compress(
     reports: list[TensorReport] = []
     raw = 0
     try:
-        for coded in _ordered_map(
-            lambda t: encode_tensor(t, opts, importance.get(t.name)), checkpoint.tensors, opts.worker_count
+        for coded in ordered_map(
+            lambda t: encode_tensor(t, opts, importance.get(t.name)),
+            checkpoint.tensors,
+            opts.worker_count,
+            cost=lambda t: t.array.nbytes,
         ):
             writer.add(coded.header, coded.payload)
             reports.append(coded.report)
@@ -575,7 +559,7 @@ class NnsqFile:
         def read(name: str) -> NamedTensor:  # on the worker threads: reading and CRC checks too
             return decode_record(*self._reader.read_record(self._entry(name)), threads=workers)
 
-        yield from _ordered_map(read, names or self.names, workers)
+        yield from ordered_map(read, names or self.names, workers, cost=lambda n: self._entry(n).length)
 
 
 def decompress(

@@ -8,17 +8,12 @@ shape, never on the thread count, so the bytes do not depend on how many threads
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Sequence
 
 from nnsqueeze.coding.cabac import rows_cols
 
 # About a million levels a chunk: the context models' warm-up costs < 0.01 % of such a chunk.
 LEVEL_CHUNK_ELEMENTS = 1 << 20
-
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
 
 
 def level_chunk_rows(shape: tuple[int, ...], chunk_elements: int = LEVEL_CHUNK_ELEMENTS) -> int:
@@ -42,11 +37,3 @@ def split_payload(payload: bytes | memoryview, entry_points: Sequence[int]) -> l
         out.append(view[start : start + length])
         start += length
     return out
-
-
-def parallel_map(fn: Callable[[_In], _Out], items: Sequence[_In], threads: int) -> list[_Out]:
-    """``[fn(x) for x in items]`` on up to ``threads`` threads (the coders release the GIL)."""
-    if threads <= 1 or len(items) < 2:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
-        return list(pool.map(fn, items))

@@ -21,8 +21,9 @@ import numpy as np
 
 from nnsqueeze.coding import cabac, planes
 from nnsqueeze.coding.cabac import Adaptation, CoderSettings, rows_cols
-from nnsqueeze.coding.chunks import parallel_map, row_ranges, split_payload
+from nnsqueeze.coding.chunks import row_ranges, split_payload
 from nnsqueeze.coding.container import LevelParams, Method, Payload, RecordHeader
+from nnsqueeze.coding.parallel import parallel_map
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype
 from nnsqueeze.errors import BitstreamError
 
