@@ -312,22 +312,29 @@ def test_nan_inf_in_lossy_tensor_names_it(bad: float, shape: tuple[int, ...], tm
     tensors = {"ok": np.ones((2, 2), np.float32), "encoder.layer.3.weight": x}
     for dest in (None, tmp_path / "m.nnsq"):
         with pytest.raises(TensorError, match=r"encoder\.layer\.3\.weight"):
-            nnsqueeze.compress(tensors, dest, threads=1)
+            nnsqueeze.compress(tensors, dest, options=CompressOptions(strict=True, threads=1))
     assert list(tmp_path.iterdir()) == []
+    # by default it is stored losslessly, and the report says so
+    report = nnsqueeze.compress(tensors, threads=1)
+    assert report.data is not None
+    assert [t.name for t in report.tensors if t.note] == ["encoder.layer.3.weight"]
+    got = nnsqueeze.decompress(report.data)["encoder.layer.3.weight"]
+    np.testing.assert_array_equal(got.view(np.uint32), x.view(np.uint32))
     # lossless mode stores it
     got = nnsqueeze.decompress(nnsqueeze.compress({"x": x}, lossless=True).data)["x"]
     np.testing.assert_array_equal(got.view(np.uint32), x.view(np.uint32))
 
 
 def test_value_beyond_level_range_raises_tensor_error(tmp_path: Path) -> None:
+    strict = CompressOptions(strict=True)
     with pytest.raises(TensorError, match="huge"):
-        nnsqueeze.compress({"huge": np.array([[3e38, 0.0]], np.float32)}, tmp_path / "m.nnsq")
+        nnsqueeze.compress({"huge": np.array([[3e38, 0.0]], np.float32)}, tmp_path / "m.nnsq", options=strict)
 
 
 def test_in_memory_failure_leaves_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with pytest.raises(TensorError):
-        nnsqueeze.compress({"w": np.full((2, 2), np.nan, np.float32)})
+        nnsqueeze.compress({"w": np.full((2, 2), np.nan, np.float32)}, options=CompressOptions(strict=True))
     gc.collect()  # a leaked TemporaryDirectory would warn (an error here) in its finalizer
     assert list(tmp_path.iterdir()) == []
 
@@ -411,14 +418,14 @@ def test_compress_to_path_is_atomic(tmp_path: Path) -> None:
     bad = dict(tensors)
     bad["z.weight"] = np.full((4, 4), np.nan, np.float32)
     with pytest.raises(TensorError, match=r"z\.weight"):
-        nnsqueeze.compress(bad, dest, threads=2)
+        nnsqueeze.compress(bad, dest, options=CompressOptions(strict=True, threads=2))
     assert dest.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.nnsq"]
 
     # ... and does not create a missing one
     fresh = tmp_path / "fresh.nnsq"
     with pytest.raises(TensorError):
-        nnsqueeze.compress(bad, fresh, threads=1)
+        nnsqueeze.compress(bad, fresh, options=CompressOptions(strict=True, threads=1))
     assert not fresh.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.nnsq"]
 

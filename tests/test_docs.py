@@ -11,6 +11,8 @@ MODULES = [
     "nnsqueeze",
     "nnsqueeze.codec",
     "nnsqueeze.coding.cabac",
+    "nnsqueeze.coding.planes",
+    "nnsqueeze.coding.bytestream",
     "nnsqueeze.quant.uniform",
     "nnsqueeze.quant.rdo",
     "nnsqueeze.quant.fisher",

@@ -12,6 +12,11 @@ namespace nnsqueeze {
 namespace {
 
 using detail::LevelContexts;
+
+// Past the payload the decoder reads zeros, which decode as cheap runs of zero levels: it checks
+// for having run past the end every 4096 levels of a row as well as at every row.
+constexpr std::size_t kOverrunCheckMask = 4095;
+
 void check_params(const LevelCoderParams& params) {
     check_adaptation(params.rate);
     if (params.num_gtx < 0 || params.num_gtx > kMaxGtx) {
@@ -111,6 +116,8 @@ void decode_levels_hinted(const uint8_t* data, std::size_t size, const uint8_t* 
         if (dec.overrun()) throw BitstreamError("payload ends early (truncated level stream)");
         ctx.start_row(r);
         for (std::size_t c = 0; c < cols; ++c) {
+            if ((c & kOverrunCheckMask) == kOverrunCheckMask && dec.overrun())
+                throw BitstreamError("payload ends early (truncated level stream)");
             const std::size_t i = r * cols + c;
             ctx.select(c, hints[i]);
             levels[i] = detail::decode_level(dec, ctx, params.num_gtx);
@@ -135,6 +142,9 @@ void decode_levels_to(const uint8_t* data, std::size_t size, std::size_t rows, s
         if (dec.overrun()) throw BitstreamError("payload ends early (truncated level stream)");
         ctx.start_row(r);
         for (std::size_t c = 0; c < cols; ++c) {
+            // Also inside long rows: a header claiming a billion columns must not run on past the end.
+            if ((c & kOverrunCheckMask) == kOverrunCheckMask && dec.overrun())
+                throw BitstreamError("payload ends early (truncated level stream)");
             ctx.select(c);
             ctx.set_quantizer(sink.quantizer());
             const int32_t q = detail::decode_level(dec, ctx, n);

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -35,16 +35,16 @@ from nnsqueeze.coding.container import (
     RecordHeader,
 )
 from nnsqueeze.coding.parallel import ordered_map
-from nnsqueeze.dtypes import FLOAT_DTYPES, to_float32
+from nnsqueeze.dtypes import FLOAT_DTYPES, storage_dtype, to_float32
 from nnsqueeze.errors import BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
 from nnsqueeze.quant.rdo import normalized_importance, rdo_encode, trellis_encode, uniform_encode
-from nnsqueeze.quant.uniform import check_step, qp_to_step, quantize, step_to_qp
+from nnsqueeze.quant.uniform import check_step, qp_to_step, quantize, step_to_qp, unquantizable
 from nnsqueeze.target import Trial
 
 DEFAULT_QP = -28
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
+# Metadata key listing the tensors coded differently from the options, and why.
+NOTES_KEY = "nnsqueeze.notes"
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ class CompressOptions:
         Store every float tensor bit-exactly (integer and bool tensors always are).
     lossless_1d
         Store only the 1-D float tensors bit-exactly.
+    strict
+        Refuse (``TensorError``) float tensors that cannot be quantized at their step: NaN/Inf, or
+        magnitudes beyond the coder's range (e.g. BatchNorm variances of 1e7 at a fine 1-D step).
+        By default such tensors are stored losslessly instead, and the report says which and why.
     num_gtx
         Number of context-coded "abs > k" flags before the Exp-Golomb remainder (default: the
         encoder picks per tensor).
@@ -87,6 +91,7 @@ class CompressOptions:
     qp_1d_offset: int = -32
     lossless: bool = False
     lossless_1d: bool = False
+    strict: bool = False
     num_gtx: int | None = None
     threads: int | None = None
     rdo_lambda: float = 0.0
@@ -146,6 +151,7 @@ class TensorReport:
     method: str
     step: float | None
     coded_bytes: int
+    note: str = ""  # why the method differs from the options' choice (e.g. stored losslessly)
 
     @property
     def num_elements(self) -> int:
@@ -274,9 +280,15 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
     shape = tuple(t.array.shape)
     workers = opts.worker_count
     coded: tuple[RecordHeader, bytes] | None = None
+    note = ""
     if t.dtype in FLOAT_DTYPES:
         if not (opts.lossless or (t.array.ndim < 2 and opts.lossless_1d)):
-            coded = _encode_float(t, opts, importance)
+            level_step = opts.vector_step if t.array.ndim < 2 else opts.weight_step
+            reason = None if opts.strict else unquantizable(to_float32(t.array, t.dtype), level_step)
+            if reason is None:
+                coded = _encode_float(t, opts, importance)
+            else:
+                note = f"stored losslessly: {reason}"
     else:
         chunk_rows = level_chunk_rows(shape, opts.level_chunk_elements)
         coded = methods.INTEGER.encode_integers(
@@ -295,7 +307,7 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
     header, payload = coded
     step = header.levels.step if header.method == Method.UNIFORM and header.levels else None
     name = methods.METHODS[header.method].name
-    report = TensorReport(t.name, header.shape, t.dtype, name, step, len(payload))
+    report = TensorReport(t.name, header.shape, t.dtype, name, step, len(payload), note)
     return _Coded(header, payload, report, t.array.nbytes)
 
 
@@ -390,6 +402,9 @@ def compress(
             raw += coded.raw_bytes
             if progress is not None:
                 progress(coded.report)
+        notes = [f"{r.name}: {r.note}" for r in reports if r.note]
+        if notes:  # `nnsqueeze info` shows the metadata
+            meta[NOTES_KEY] = "; ".join(notes)
         size = writer.close(meta, checkpoint.attachments)
     except BaseException:
         writer.abort()
@@ -471,16 +486,14 @@ def decode_record(header: RecordHeader, payload: Payload, *, threads: int = 1) -
     chunks of a large tensor decode on up to ``threads`` threads."""
     shape = header.shape
     what = f"tensor {header.name!r}"
-    nonzero = 1
-    for d in shape:
-        nonzero *= max(d, 1)
-    if nonzero > (1 << 40) or any(d >= (1 << 48) for d in shape):
-        msg = f"{what}: implausible shape {shape}"
-        raise BitstreamError(msg)
     try:
         array = methods.method_of(header).decode(header, payload, threads=threads)
     except ValueError as exc:  # BitstreamError, ConfigError from bad parameters, the core's ValueError
         msg = f"{what}: {exc}"
+        raise BitstreamError(msg) from None
+    except MemoryError:  # the payload can justify the count (heavily skewed levels), memory cannot
+        size = header.num_elements * storage_dtype(header.dtype).itemsize
+        msg = f"{what}: {header.num_elements} elements ({size / 1e9:.1f} GB) are more than can be allocated"
         raise BitstreamError(msg) from None
     return NamedTensor(header.name, array.reshape(shape), header.dtype)
 

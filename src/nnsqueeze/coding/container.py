@@ -39,6 +39,7 @@ _RECORD_MAGIC = b"TNSR"
 _MIN_RECORD = len(_RECORD_MAGIC) + 1 + 4  # magic, header length, CRC
 _INDEX_MAGIC = b"INDX"
 MAX_NDIM = 32
+MAX_ELEMENTS = 1 << 40  # per tensor, and per dimension
 MAX_NAME_BYTES = 65535
 
 
@@ -159,6 +160,14 @@ def decode_record_header(data: bytes, what: str, version: tuple[int, int] = FORM
         msg = f"{what}: {ndim} dimensions (at most {MAX_NDIM})"
         raise BitstreamError(msg)
     shape = tuple(cur.uvarint() for _ in range(ndim))
+    # No real tensor comes near: bounds every size computed from the shape (nonzero dimensions
+    # multiplied, so that an empty tensor cannot hide a huge one).
+    nonzero = 1
+    for d in shape:
+        nonzero *= max(d, 1)
+    if nonzero > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in shape):
+        msg = f"{what}: implausible shape {shape}"
+        raise BitstreamError(msg)
     method = cur.fixed("<B")
     levels = None
     itemsize = 0

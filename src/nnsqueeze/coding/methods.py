@@ -130,8 +130,10 @@ class _QuantizedMethod(LevelMethod):
         if abs(p.offset) > cabac.MAX_ABS_LEVEL:
             msg = f"level offset {p.offset} out of range"
             raise BitstreamError(msg)
-        if header.dtype not in FLOAT_DTYPES or not (p.step > 0 and np.isfinite(p.step)):
-            msg = "invalid quantization parameters"
+        # Bounded so that every (level + offset) * step, and twice that for dependent quantization,
+        # is a finite float32.
+        if header.dtype not in FLOAT_DTYPES or not 0 < p.step <= cabac.MAX_STEP:
+            msg = f"invalid quantization parameters (step {p.step!r}, dtype {header.dtype})"
             raise BitstreamError(msg)
         return p
 
@@ -157,6 +159,13 @@ class DependentMethod(_QuantizedMethod):
     code = Method.DEPENDENT
     name = "dependent"
 
+    def _checked(self, header: RecordHeader) -> LevelParams:
+        p = super()._checked(header)
+        if p.offset != 0:
+            msg = f"dependent-quantization record with level offset {p.offset} (must be 0)"
+            raise BitstreamError(msg)
+        return p
+
     def _decode_into(
         self, data: bytes | memoryview, shape: tuple[int, ...], p: LevelParams, out: np.ndarray
     ) -> None:
@@ -173,9 +182,9 @@ class IntegerMethod(LevelMethod):
     @staticmethod
     def centred(values: np.ndarray) -> tuple[np.ndarray, int] | None:
         """Integer values as int32 levels around the midpoint of their range, and that midpoint; None
-        if the range is too wide for the level coder.  Exact for every integer dtype: the
-        subtraction happens in the values' own dtype, where it cannot overflow because it lands in
-        [0, max - min]."""
+        if the range is too wide for the level coder.  Exact for every integer dtype, and every
+        level + offset is the value itself (no wrap-around): the subtraction happens in 64 bits,
+        unsigned for uint64, where values - min lands in [0, max - min] < 2^30."""
         if values.size == 0:
             return None
         if values.dtype == np.bool_:
@@ -184,7 +193,8 @@ class IntegerMethod(LevelMethod):
         if hi - lo > cabac.MAX_ABS_LEVEL:
             return None
         half = (hi - lo) // 2
-        shifted = (values - np.array(lo, dtype=values.dtype)).astype(np.int64)
+        wide = np.uint64 if values.dtype == np.uint64 else np.int64
+        shifted = (values.astype(wide) - np.array(lo, dtype=wide)).astype(np.int64)
         return (shifted - half).astype(np.int32), lo + half
 
     def encode_integers(
@@ -237,15 +247,25 @@ class IntegerMethod(LevelMethod):
         cabac.decode_levels(data, shape, num_gtx=p.num_gtx, adaptation=_rate(p), out=out)
 
     def _finish(self, header: RecordHeader, values: np.ndarray) -> np.ndarray:
-        # Modular arithmetic in the stored dtype gives the exact value for every integer dtype.
         assert header.levels is not None
         offset = header.levels.offset
         dtype = storage_dtype(header.dtype)
         work = np.dtype(np.uint8) if dtype == np.bool_ else dtype
         info = np.iinfo(work)  # type: ignore[type-var]
-        if not info.min <= offset <= info.max:
+        low, high = (0, 1) if dtype == np.bool_ else (info.min, info.max)
+        if not low <= offset <= high:
             msg = f"offset {offset} is outside the range of {dtype}"
             raise BitstreamError(msg)
+        if values.size:  # no silent wrap-around
+            # Encoders before 2.0's hardening wrote int8/int16 tensors spanning more than half their
+            # range with level + offset up to one span outside it (the format computes modulo
+            # 2^bits); those still decode, anything further, or outside for other dtypes, is corrupt.
+            span = high - low + 1 if dtype in (np.int8, np.int16) else 0
+            lo, hi = int(values.min()) + offset, int(values.max()) + offset
+            if lo < low - span or hi > high + span:
+                msg = f"decoded values {lo}..{hi} are outside the range of {dtype}"
+                raise BitstreamError(msg)
+        # Modular arithmetic in the stored dtype gives the exact value, even for 64 bits.
         restored = np.asarray(values.astype(work) + np.array(offset, dtype=work))
         return restored.astype(dtype) if dtype == np.bool_ else restored
 
@@ -268,7 +288,7 @@ class BytesMethod(_RawMethod):
     name = "lossless-bytes"
 
     def decode(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
-        return cabac.decode_bytes(payload, header.shape, self._dtype(header))
+        return _canonical(header, cabac.decode_bytes(payload, header.shape, self._dtype(header)))
 
 
 class PlanesMethod(_RawMethod):
@@ -296,15 +316,26 @@ class PlanesMethod(_RawMethod):
 
     def decode(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
         rotate = header.dtype in FLOAT_DTYPES
-        return planes.decode_planes(
-            payload,
-            header.shape,
-            self._dtype(header),
-            header.chunk,
-            header.entry_points,
-            rotate_sign=rotate,
-            threads=threads,
+        return _canonical(
+            header,
+            planes.decode_planes(
+                payload,
+                header.shape,
+                self._dtype(header),
+                header.chunk,
+                header.entry_points,
+                rotate_sign=rotate,
+                threads=threads,
+            ),
         )
+
+
+def _canonical(header: RecordHeader, values: np.ndarray) -> np.ndarray:
+    """Raw bool bytes must be 0 or 1: any other byte would be a bool NumPy cannot represent."""
+    if values.dtype == np.bool_ and values.size and int(values.view(np.uint8).max()) > 1:
+        msg = f"bool tensor {header.name!r} holds bytes other than 0 and 1"
+        raise BitstreamError(msg)
+    return values
 
 
 UNIFORM = UniformMethod()

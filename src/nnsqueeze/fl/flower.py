@@ -33,6 +33,7 @@ Evaluate and query messages pass through the Mod unchanged (evaluate messages ca
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -408,8 +409,9 @@ class CompressedFedAvg(FedAvg):
         """One reply's deltas and weight; raises an :class:`NnsqueezeError` saying what is wrong."""
         _, record = _the_array_record(content, "the reply")
         weight = _the_metric_record(content, "the reply").get(self.weighted_by_key)
-        if not isinstance(weight, int | float) or not weight > 0:
-            msg = f"{self.weighted_by_key!r} must be a positive number, got {weight!r}"
+        # inf would pass `> 0` and turn the average into NaN; a bool is no count either.
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < math.inf:
+            msg = f"{self.weighted_by_key!r} must be a positive finite number, got {weight!r}"
             raise ConfigError(msg)
         stype = STYPE_PREFIX + self.compressor.name
         array = record.get(PAYLOAD_KEY)

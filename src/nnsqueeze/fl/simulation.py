@@ -137,6 +137,9 @@ def fedavg(updates: Sequence[Sequence[np.ndarray]], num_examples: Sequence[float
     if not updates or len(updates) != len(num_examples) or not sum(num_examples) > 0:
         msg = "fedavg needs at least one update and positive total weight, one weight per update"
         raise ConfigError(msg)
+    if not all(0 <= n < math.inf for n in num_examples):  # one inf or NaN count poisons the mean
+        msg = f"fedavg weights must be finite and non-negative, got {list(num_examples)}"
+        raise ConfigError(msg)
     w = np.asarray(num_examples, dtype=np.float64) / float(np.sum(num_examples))
     return [
         np.sum([wi * np.asarray(u[i], np.float64) for wi, u in zip(w, updates, strict=True)], axis=0).astype(

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from nnsqueeze import _core
+from nnsqueeze.coding.cabac import MAX_STEP
 from nnsqueeze.errors import ConfigError, TensorError
 
 MAX_ABS_LEVEL: int = _core.MAX_ABS_LEVEL
@@ -41,10 +42,32 @@ def step_to_qp(step: float) -> float:
 
 
 def check_step(step: float) -> float:
-    if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
-        msg = f"step must be a positive finite number, got {step!r}"
+    if not (isinstance(step, (int, float)) and math.isfinite(step) and 0 < step <= MAX_STEP):
+        msg = f"step must be a positive finite number up to 2^64, got {step!r}"
         raise ConfigError(msg)
     return float(step)
+
+
+def unquantizable(values: np.ndarray, step: float) -> str | None:
+    """Why ``values`` cannot be quantized at ``step``, or None if they can: non-finite values, or
+    magnitudes beyond the coder's ``MAX_ABS_LEVEL`` levels (conservative by half a level).
+
+    >>> unquantizable(np.array([0.5, -2.0]), 0.01) is None
+    True
+    >>> unquantizable(np.array([1.0, np.nan, np.inf]), 0.01)
+    '2 non-finite values (NaN/Inf)'
+    """
+    flat = np.asarray(values).reshape(-1)
+    if flat.size == 0:
+        return None
+    lo, hi = float(flat.min()), float(flat.max())  # NaN propagates; no temporary array
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = int(flat.size - np.count_nonzero(np.isfinite(flat)))
+        return f"{bad} non-finite value{'s' if bad > 1 else ''} (NaN/Inf)"
+    peak = max(hi, -lo)
+    if peak / check_step(step) > MAX_ABS_LEVEL:
+        return f"|values| up to {peak:g} exceed {MAX_ABS_LEVEL} steps of {step:g}"
+    return None
 
 
 def quantize(values: np.ndarray, step: float, *, name: str = "tensor") -> np.ndarray:
