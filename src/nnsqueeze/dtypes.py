@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnsqueeze.errors import TensorError
+from nnsqueeze.errors import ConfigError, TensorError
 
 # name -> (format code, numpy dtype that holds the data).  Codes are frozen by the format.
 _DTYPES: dict[str, tuple[int, np.dtype[np.generic]]] = {
@@ -80,3 +80,14 @@ def from_float32(values: np.ndarray, name: str) -> np.ndarray:
         # A reconstruction may land just past float16's range: keep the nearest finite value.
         values = np.clip(values, -65504.0, 65504.0)
     return values.astype(storage_dtype(name))
+
+
+def little_endian_bytes(array: np.ndarray) -> np.ndarray:
+    """The elements' little-endian bytes as a flat uint8 array (the byte order of every coder)."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    if flat.dtype.itemsize not in (1, 2, 4, 8):
+        msg = f"cannot code elements of {flat.dtype.itemsize} bytes"
+        raise ConfigError(msg)
+    if flat.dtype.byteorder == ">":
+        flat = flat.astype(flat.dtype.newbyteorder("<"))
+    return flat.view(np.uint8)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnsqueeze import _core
+from nnsqueeze.dtypes import little_endian_bytes
 from nnsqueeze.errors import BitstreamError, ConfigError
 
 MAX_GTX: int = _core.MAX_GTX
@@ -281,13 +282,7 @@ def _checked_count(payload: bytes | memoryview, shape: tuple[int, ...]) -> int:
 
 def encode_bytes(array: np.ndarray) -> bytes:
     """Losslessly codes the raw bytes of an array (element by element, most significant byte first)."""
-    flat = np.ascontiguousarray(array).reshape(-1)
-    if flat.dtype.itemsize not in (1, 2, 4, 8):
-        msg = f"cannot code elements of {flat.dtype.itemsize} bytes"
-        raise ConfigError(msg)
-    if flat.dtype.byteorder == ">":
-        flat = flat.astype(flat.dtype.newbyteorder("<"))
-    return _core.encode_bytes(flat.view(np.uint8), flat.dtype.itemsize)
+    return _core.encode_bytes(little_endian_bytes(array), array.dtype.itemsize)
 
 
 def decode_bytes(

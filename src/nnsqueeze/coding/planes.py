@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnsqueeze import _core
+from nnsqueeze.dtypes import little_endian_bytes
 from nnsqueeze.errors import BitstreamError, ConfigError
 
 MAX_CHUNK_ELEMENTS: int = _core.MAX_PLANE_CHUNK_ELEMENTS
@@ -35,16 +36,6 @@ class PlanesPayload:
     entry_points: tuple[int, ...]  # bytes per chunk
 
 
-def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
-    flat = np.ascontiguousarray(array).reshape(-1)
-    if flat.dtype.itemsize not in (1, 2, 4, 8):
-        msg = f"cannot code elements of {flat.dtype.itemsize} bytes"
-        raise ConfigError(msg)
-    if flat.dtype.byteorder == ">":
-        flat = flat.astype(flat.dtype.newbyteorder("<"))
-    return flat.view(np.uint8)
-
-
 def encode_planes(
     array: np.ndarray, *, rotate_sign: bool, chunk: int = DEFAULT_CHUNK_ELEMENTS, threads: int = 1
 ) -> PlanesPayload:
@@ -52,7 +43,7 @@ def encode_planes(
     if not 1 <= chunk <= MAX_CHUNK_ELEMENTS:
         msg = f"chunk must be in 1..{MAX_CHUNK_ELEMENTS}, got {chunk}"
         raise ConfigError(msg)
-    data = _little_endian_bytes(array)
+    data = little_endian_bytes(array)
     payload, lengths = _core.encode_planes(data, array.dtype.itemsize, rotate_sign, chunk, threads)
     return PlanesPayload(payload, chunk, tuple(lengths))
 
