@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from nnsqueeze.cli import main as cli_main
 from nnsqueeze.errors import CheckpointError, MissingDependencyError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint, to_torch_state_dict, write_checkpoint
 
@@ -523,17 +524,84 @@ def test_onnx_write_errors(tmp_path: Path) -> None:
 
 
 def test_onnx_bad_inputs(tmp_path: Path) -> None:
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\xff\xfe not protobuf \x00\x01")
     with pytest.raises(CheckpointError, match=r"junk\.onnx"):
         open_checkpoint(junk)
 
+
+def _with_external_data(tmp_path: Path) -> tuple[Any, Path]:
+    onnx = pytest.importorskip("onnx")
     model = _onnx_model()
-    external = tmp_path / "external.onnx"
-    onnx.save(model, external, save_as_external_data=True, all_tensors_to_one_file=True, size_threshold=0)
-    with pytest.raises(CheckpointError, match="external file"):
-        open_checkpoint(external)
+    path = tmp_path / "model" / "external.onnx"
+    path.parent.mkdir()
+    onnx.save(
+        model,
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="w.bin",
+        size_threshold=0,
+    )
+    return model, path
+
+
+def test_onnx_external_data_is_read_from_the_models_folder(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    _, path = _with_external_data(tmp_path)
+    loaded = onnx.load(path, load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in loaded.graph.initializer)
+    inline = tmp_path / "inline.onnx"
+    onnx.save(_onnx_model(), inline)  # onnx.save with external data rewrote the model object
+    _assert_same(_collect(open_checkpoint(path)), _collect(open_checkpoint(inline)))
+    # through .nnsq and back to ONNX, which then holds its data inline
+    packed = tmp_path / "m.nnsq"
+    assert cli_main(["compress", str(path), "-o", str(packed), "--lossless"]) == 0
+    rebuilt = tmp_path / "rebuilt.onnx"
+    assert cli_main(["decompress", str(packed), "-o", str(rebuilt)]) == 0
+    onnx.checker.check_model(str(rebuilt))
+    again = onnx.load(rebuilt, load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in again.graph.initializer)
+    _assert_same(_collect(open_checkpoint(rebuilt)), _collect(open_checkpoint(inline)))
+
+
+@pytest.mark.parametrize(
+    ("location", "why"),
+    [("../secret.bin", "not a file inside"), ("/etc/passwd", "not a file inside"), ("", "not a file inside")],
+)
+def test_onnx_external_data_outside_the_folder_is_refused(tmp_path: Path, location: str, why: str) -> None:
+    onnx = pytest.importorskip("onnx")
+    _, path = _with_external_data(tmp_path)
+    (tmp_path / "secret.bin").write_bytes(bytes(4096))
+    model = onnx.load(path, load_external_data=False)
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(model, path)
+    with pytest.raises(CheckpointError, match=why):
+        _collect(open_checkpoint(path))
+
+
+def test_onnx_external_data_of_the_wrong_length_is_refused(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    _, path = _with_external_data(tmp_path)
+    model = onnx.load(path, load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "length":
+            entry.value = str(int(entry.value) + 4)
+    onnx.save(model, path)
+    with pytest.raises(CheckpointError, match="the tensor needs"):
+        _collect(open_checkpoint(path))
+    (path.parent / "w.bin").write_bytes(b"\x00" * 8)  # truncated data file
+    model = onnx.load(path, load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "length":
+            entry.value = str(int(entry.value) - 4)
+    onnx.save(model, path)
+    with pytest.raises(CheckpointError, match="bytes, the tensor ends at"):
+        _collect(open_checkpoint(path))
 
 
 # ------------------------------------------------------------------------------------ optional imports

@@ -4,6 +4,10 @@ onnx is imported lazily.  Reading yields every initializer and every ``Constant`
 after the node's output) in the main graph and in subgraphs, for the supported dtypes; tensors of other types
 (strings, complex, 8-bit floats, ...) stay in the skeleton untouched.  The skeleton is the ``ModelProto`` with
 the data of the yielded tensors cleared (name, dims and data type kept), so writing refills it by name.
+
+Models saved with external data (``onnx.save(..., save_as_external_data=True)``) are read tensor by
+tensor from their data files, which must lie inside the model's folder (no ``..`` or absolute
+locations, no symbolic links out of it); the rebuilt model holds its data inline.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ _FROM_ONNX = {
     13: "uint64",
     9: "bool",
 }
+_ITEMSIZE = {"bool": 1, "bfloat16": 2}
 _DATA_FIELDS = (
     "raw_data",
     "float_data",
@@ -93,9 +98,63 @@ def _model_tensors(onnx: Any, model: Any, where: str) -> dict[str, Any]:
     return found
 
 
-def _to_numpy(onnx: Any, name: str, tensor: Any, where: str) -> NamedTensor:
+def _external_bytes(name: str, tensor: Any, folder: Path, where: str) -> bytes:
+    """The data of an externally stored tensor, read from its file inside ``folder`` and checked
+    against the tensor's size."""
+    what = f"{where}: tensor {name!r}"
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    root = folder.resolve()
+    target = (root / location).resolve()
+    if not location or Path(location).is_absolute() or not target.is_relative_to(root) or target == root:
+        msg = f"{what}: external data location {location!r} is not a file inside the model's folder"
+        raise CheckpointError(msg)
+    dtype = _FROM_ONNX[tensor.data_type]
+    count = 1
+    for d in tensor.dims:
+        if d < 0:
+            msg = f"{what}: negative dimension {d}"
+            raise CheckpointError(msg)
+        count *= d
+    expected = count * _ITEMSIZE.get(dtype, np.dtype(dtype).itemsize)
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else expected
+    except ValueError:
+        msg = f"{what}: external data offset/length are not integers: {info}"
+        raise CheckpointError(msg) from None
+    if offset < 0 or length != expected:
+        msg = f"{what}: external data of {length} bytes at offset {offset}; the tensor needs {expected}"
+        raise CheckpointError(msg)
+    try:
+        with target.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if offset + expected > size:
+                msg = f"{what}: {target.name} has {size} bytes, the tensor ends at {offset + expected}"
+                raise CheckpointError(msg)
+            handle.seek(offset)
+            data: bytes = handle.read(expected)
+    except OSError as exc:
+        msg = f"{what}: cannot read external data {location!r}: {exc.strerror or exc}"
+        raise CheckpointError(msg) from None
+    if len(data) != expected:  # pragma: no cover - file shrank while reading
+        msg = f"{what}: external data file shrank while reading"
+        raise CheckpointError(msg)
+    return data
+
+
+def _inline(onnx: Any, tensor: Any) -> None:
+    """Marks a tensor as holding its data in the model itself."""
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _to_numpy(onnx: Any, name: str, tensor: Any, where: str, folder: Path) -> NamedTensor:
     dtype = _FROM_ONNX[tensor.data_type]
     shape = tuple(tensor.dims)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        tensor.raw_data = _external_bytes(name, tensor, folder, where)
+        _inline(onnx, tensor)
     try:
         if dtype == "bfloat16":  # decoded here: older onnx versions widen bfloat16 to float32
             if tensor.HasField("raw_data"):
@@ -110,9 +169,9 @@ def _to_numpy(onnx: Any, name: str, tensor: Any, where: str) -> NamedTensor:
     return tensor_from_numpy(name, np.asarray(array).reshape(shape))
 
 
-def _iter_tensors(onnx: Any, tensors: dict[str, Any], where: str) -> Iterator[NamedTensor]:
+def _iter_tensors(onnx: Any, tensors: dict[str, Any], where: str, folder: Path) -> Iterator[NamedTensor]:
     for name, tensor in tensors.items():
-        named = _to_numpy(onnx, name, tensor, where)
+        named = _to_numpy(onnx, name, tensor, where, folder)
         for data_field in _DATA_FIELDS:
             tensor.ClearField(data_field)  # free the protobuf copy as we go
         yield named
@@ -129,10 +188,10 @@ def read_onnx(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(msg) from exc
     where = str(file)
     for name, tensor in _graph_tensors(onnx, model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.data_type not in _FROM_ONNX:
             msg = (
-                f"{file}: tensor {name!r} stores its data in an external file, which is not supported; "
-                "re-save the model with onnx.save(model, path, save_as_external_data=False)"
+                f"{file}: tensor {name!r} of ONNX data type {tensor.data_type} stores its data in an "
+                "external file; nnsqueeze reads external data only for the tensors it codes"
             )
             raise CheckpointError(msg)
     skeleton = onnx.ModelProto()
@@ -140,12 +199,13 @@ def read_onnx(path: str | os.PathLike[str]) -> Checkpoint:
     for tensor in _model_tensors(onnx, skeleton, where).values():
         for data_field in _DATA_FIELDS:
             tensor.ClearField(data_field)
+        _inline(onnx, tensor)
     attachments = {ATTACHMENT: skeleton.SerializeToString()}
     del skeleton
     tensors = _model_tensors(onnx, model, where)
     return Checkpoint(
         format="onnx",
-        tensors=_iter_tensors(onnx, tensors, where),
+        tensors=_iter_tensors(onnx, tensors, where, file.parent),
         num_tensors=len(tensors),
         attachments=attachments,
         metadata={},
