@@ -87,3 +87,48 @@ def test_cli_compresses_an_awkward_checkpoint_and_strict_exits_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "cannot be quantized" in err[0] or "beyond" in err[0]
+
+
+def test_a_torch_checkpoint_with_shared_storage_views_and_plain_entries_round_trips(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 4, generator=gen) * 0.05
+    state = {
+        "enc.weight": base,
+        "dec.weight": base,  # tied: the same storage under two names
+        "enc.weight_t": base.T,  # a transposed (non-contiguous) view
+        "row": base[2],  # a view into the middle of the storage
+        "bn.running_var": torch.tensor([1.04847e7, 3.0]),
+        "bn.num_batches_tracked": torch.tensor(12, dtype=torch.int64),  # 0-d
+        "empty": torch.zeros(0, 3),
+        "one": torch.tensor([0.25]),
+        "half": torch.tensor([65504.0, -6e-8], dtype=torch.float16),
+        "brain": (torch.randn(3, 3, generator=gen) * 0.05).to(torch.bfloat16),
+        "mask": torch.tensor([True, False, True]),
+        "epoch": 7,
+        "config": {"name": "tiny", "dropout": 0.1, "layers": [2, 2]},
+    }
+    source = tmp_path / "awkward.pt"
+    torch.save(state, source)
+    packed = tmp_path / "awkward.nnsq"
+    assert main(["compress", str(source), "-o", str(packed), "--threads", "1"]) == 0
+    back_path = tmp_path / "back.pt"
+    assert main(["decompress", str(packed), "-o", str(back_path)]) == 0
+    back = torch.load(back_path, weights_only=True)
+    assert back["epoch"] == 7
+    assert back["config.name"] == "tiny"
+    assert back["config.layers"] == [2, 2]
+    assert torch.equal(back["bn.running_var"], state["bn.running_var"])  # stored losslessly
+    assert torch.equal(back["bn.num_batches_tracked"], state["bn.num_batches_tracked"])
+    assert back["empty"].shape == (0, 3)
+    assert back["brain"].dtype == torch.bfloat16
+    assert torch.equal(back["mask"], state["mask"])
+    step = 2.0**-7
+    for name in ("enc.weight", "dec.weight", "enc.weight_t", "row"):
+        assert back[name].shape == state[name].shape
+        assert torch.allclose(back[name], state[name], rtol=0, atol=step / 2 * 1.0001)
+    assert torch.equal(back["enc.weight"], back["dec.weight"])
+    assert torch.equal(back["enc.weight_t"], back["enc.weight"].T)
+    # the API reads the same file
+    api = nnsqueeze.load_state_dict(packed)
+    assert set(api) == {k for k, v in state.items() if isinstance(v, torch.Tensor)}

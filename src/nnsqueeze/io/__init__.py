@@ -19,6 +19,7 @@ from nnsqueeze.io.numpy_npz import read_npz, write_npz
 from nnsqueeze.io.onnx_model import ATTACHMENT as ONNX_ATTACHMENT
 from nnsqueeze.io.onnx_model import read_onnx, write_onnx
 from nnsqueeze.io.safetensors import read_safetensors, write_safetensors
+from nnsqueeze.io.torch_pt import EXTRAS_ATTACHMENT as PT_EXTRAS_ATTACHMENT
 from nnsqueeze.io.torch_pt import (
     checkpoint_from_mapping,
     checkpoint_from_module,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ONNX_ATTACHMENT",
+    "PT_EXTRAS_ATTACHMENT",
     "SUPPORTED_SUFFIXES",
     "Checkpoint",
     "NamedTensor",
@@ -106,7 +108,8 @@ def write_checkpoint(
     ``.pt``/``.pth``/``.bin`` is a state dict saved with ``torch.save``.
     ``.npz`` stores bfloat16 as float32 (NumPy has no bfloat16).
     ``.onnx`` needs ``attachments["onnx.model"]`` (present when the tensors came from an ONNX model) and
-    checks the rebuilt model.
+    checks the rebuilt model.  ``.pt`` puts the non-tensor entries of ``attachments["torch.extras"]``
+    back into the state dict.
     Attachments other formats cannot hold, and metadata outside safetensors, are ignored.
     """
     target = Path(os.fspath(path))
@@ -126,4 +129,4 @@ def write_checkpoint(
             raise CheckpointError(msg)
         write_onnx(target, tensors, skeleton)
     else:
-        write_pt(target, tensors)
+        write_pt(target, tensors, (attachments or {}).get(PT_EXTRAS_ATTACHMENT))

@@ -1,11 +1,15 @@
 """PyTorch checkpoints (``.pt``/``.pth``/``.bin``), modules and tensors; torch is imported lazily.
 
 Files are loaded with ``torch.load(weights_only=True)`` only, which refuses anything but tensors and
-plain containers and never runs code from the file.
+plain containers and never runs code from the file.  Entries of a state dict that are not tensors
+(``num_batches_tracked`` stored as an int, an ``epoch``, a config string) are kept as JSON in the
+attachment ``torch.extras`` and put back when a ``.pt`` file is written.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,6 +47,20 @@ _FROM_TORCH: dict[str, tuple[str, str | None]] = {
     "uint64": ("uint64", "int64"),
     "bool": ("bool", None),
 }
+
+
+EXTRAS_ATTACHMENT = "torch.extras"
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is JSON data that reads back as itself (finite numbers, no tuples)."""
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return False
 
 
 def _torch(purpose: str) -> Any:
@@ -160,7 +178,20 @@ def read_pt(path: str | os.PathLike[str]) -> Checkpoint:
         if isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
             break
-    return checkpoint_from_mapping(loaded, format="pt", where=str(file), tensors_only=True)
+    items = flatten_mapping(loaded)
+    extras = {name: value for name, value in items.items() if not is_torch_tensor(value)}
+    for name, value in extras.items():
+        if not _plain(value):
+            msg = (
+                f"{file}: entry {name!r} is a {type(value).__name__}, neither a tensor nor plain data "
+                "(None, bool, int, str, finite float or a list of those)"
+            )
+            raise CheckpointError(msg)
+    tensors = {name: value for name, value in items.items() if name not in extras}
+    checkpoint = checkpoint_from_mapping(tensors, format="pt", where=str(file), tensors_only=True)
+    if extras:
+        checkpoint.attachments[EXTRAS_ATTACHMENT] = json.dumps(extras).encode("utf-8")
+    return checkpoint
 
 
 def _to_torch(torch: Any, tensor: NamedTensor) -> Any:
@@ -185,9 +216,26 @@ def to_torch_state_dict(tensors: Iterable[NamedTensor]) -> dict[str, Any]:
     return {t.name: _to_torch(torch, t) for t in unique_names(tensors)}
 
 
-def write_pt(path: str | os.PathLike[str], tensors: Iterable[NamedTensor]) -> None:
-    """Write ``tensors`` as a torch state dict with ``torch.save``, atomically."""
+def write_pt(
+    path: str | os.PathLike[str], tensors: Iterable[NamedTensor], extras: bytes | None = None
+) -> None:
+    """Write ``tensors`` as a torch state dict with ``torch.save``, atomically, with the non-tensor
+    entries of ``extras`` (the ``torch.extras`` attachment) back in place."""
     torch = _torch(f"writing {Path(path).name}")
-    state = to_torch_state_dict(tensors)
+    state: dict[str, Any] = to_torch_state_dict(tensors)
+    if extras is not None:
+        try:
+            restored = json.loads(extras)
+        except ValueError as exc:
+            msg = f"cannot write {path}: the stored {EXTRAS_ATTACHMENT} attachment is not JSON: {exc}"
+            raise CheckpointError(msg) from None
+        if not isinstance(restored, dict) or not all(_plain(v) for v in restored.values()):
+            msg = f"cannot write {path}: the stored {EXTRAS_ATTACHMENT} attachment is not plain data"
+            raise CheckpointError(msg)
+        clash = sorted(set(restored) & set(state))
+        if clash:
+            msg = f"cannot write {path}: {EXTRAS_ATTACHMENT} names {clash[:3]} are also tensors"
+            raise CheckpointError(msg)
+        state.update(restored)
     with atomic_write(path) as out:
         torch.save(state, out)
