@@ -139,3 +139,13 @@ def with_index_body(data: bytes, body: bytes) -> bytes:
     index_offset, _, magic = _FOOTER.unpack_from(data, len(data) - _FOOTER.size)
     index = b"INDX" + body + struct.pack("<I", zlib.crc32(body))
     return data[:index_offset] + index + _FOOTER.pack(index_offset, len(index), magic)
+
+
+def pytest_report_header() -> str:
+    """Which instruction-set paths this machine runs (the kernel tests cover every available one)."""
+    from nnsqueeze import _core
+
+    paths = [isa for isa in ("scalar", "avx512") if _core.sparse_isa_available(isa)]
+    missing = "" if "avx512" in paths else " (no AVX-512 on this CPU: its kernels are not tested here)"
+    crc = "PCLMULQDQ folding" if _core.CRC32_ACCELERATED else "byte table"
+    return f"nnsqueeze sparse kernels tested: {', '.join(paths)}{missing}; CRC32: {crc} and byte table"
