@@ -132,7 +132,7 @@ class Parsed:
 
 def _mutate_header(rng: random.Random, h: RecordHeader) -> RecordHeader:
     p = h.levels or level_params(rows=h.shape[0] if h.shape else 1, num_gtx=24, fast_shift=4, slow_shift=7)
-    kind = rng.randrange(10)
+    kind = rng.randrange(11)
     # wild values included: anything but BitstreamError is a bug to report
     if kind == 0 and h.shape:
         shape = list(h.shape)
@@ -165,6 +165,15 @@ def _mutate_header(rng: random.Random, h: RecordHeader) -> RecordHeader:
         return dataclasses.replace(
             h, method=method, levels=None if method == 3 else p, itemsize=h.itemsize or 4
         )
+    if kind == 9:  # entry points (2.0): another chunk size, and lengths that may not add up
+        chunk = rng.choice((0, 1, 2, 3, 64, 2**18, 2**18 + 1, 2**40))
+        count = rng.choice((0, 1, 2, 3, len(h.entry_points), len(h.entry_points) + 1))
+        total = h.payload_length
+        cuts = sorted(rng.randint(0, total) for _ in range(max(count - 1, 0)))
+        lengths = [b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True)] if count else []
+        if lengths and rng.random() < 0.3:
+            lengths[rng.randrange(len(lengths))] += rng.choice((-1, 1, 2**32))
+        return dataclasses.replace(h, chunk=chunk, entry_points=tuple(max(v, 0) for v in lengths))
     return dataclasses.replace(h, itemsize=rng.choice((0, 1, 2, 3, 4, 8, 255)))
 
 
