@@ -168,6 +168,12 @@ def _no_weight(reply: Message) -> None:
     del metrics["num-examples"]
 
 
+def _oversized(reply: Message) -> None:
+    (record,) = reply.content.array_records.values()
+    data = bytes(200_000)
+    record[PAYLOAD_KEY] = Array(dtype="uint8", shape=(len(data),), stype="nnsqueeze/topk", data=data)
+
+
 def _weight(value: float) -> Callable[[Message], None]:
     def corrupt(reply: Message) -> None:
         (metrics,) = reply.content.metric_records.values()
@@ -183,9 +189,11 @@ def _weight(value: float) -> Callable[[Message], None]:
         (_nan_update, "non-finite values in w, b"),
         (_dense_arrays, "expected one array 'update' of stype 'nnsqueeze/topk'"),
         (_no_weight, "'num-examples' must be a positive finite number"),
-        (_weight(float("inf")), "'num-examples' must be a positive finite number, got inf"),
-        (_weight(float("nan")), "'num-examples' must be a positive finite number, got nan"),
-        (_weight(-3), "'num-examples' must be a positive finite number, got -3"),
+        (_weight(float("inf")), "'num-examples' must be a positive finite number up to 9.0072e+15, got inf"),
+        (_weight(float("nan")), "'num-examples' must be a positive finite number up to 9.0072e+15, got nan"),
+        (_weight(-3), "'num-examples' must be a positive finite number up to 9.0072e+15, got -3"),
+        (_weight(1e30), "'num-examples' must be a positive finite number up to 9.0072e+15, got 1e+30"),
+        (_oversized, "update message of 200000 bytes exceeds 66576 bytes (dense model 520)"),
     ],
 )
 def test_a_bad_reply_is_excluded_with_its_reason(
@@ -204,6 +212,26 @@ def test_a_bad_reply_is_excluded_with_its_reason(
     sent = TopK(0.1).roundtrip([locals_[0][k] - g[k] for k in SHAPES])[1]
     for (k, got), d in zip(_as_numpy(arrays).items(), sent, strict=True):
         np.testing.assert_allclose(got, g[k] + d, atol=1e-6)
+
+
+def test_a_replayed_reply_and_an_update_beyond_the_norm_bound_are_excluded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    g, locals_ = _arrays(0), [_arrays(1), _arrays(2)]
+    strategy = CompressedFedAvg("topk", max_update_norm=1e6)
+    replies = _round(strategy, g, locals_, make_compression_mod("topk", sparsity=0.1))
+    with caplog.at_level(logging.WARNING, logger="nnsqueeze.fl"):
+        strategy.aggregate_train(3, [*replies, replies[0]])
+    assert "round 3: node 1 excluded: a second reply in one round (replayed?)" in caplog.text
+
+    bounded = CompressedFedAvg("topk", max_update_norm=1e-3)
+    replies = _round(bounded, g, locals_, make_compression_mod("topk", sparsity=0.1))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nnsqueeze.fl"):
+        assert bounded.aggregate_train(3, replies) == (None, None)
+    assert "exceeds max_update_norm 0.001" in caplog.text
+    with pytest.raises(ConfigError, match="max_update_norm"):
+        CompressedFedAvg("topk", max_update_norm=float("inf"))
 
 
 def test_error_replies_are_excluded_and_no_usable_reply_keeps_the_model(

@@ -278,6 +278,12 @@ class CompressedFedAvg(FedAvg):
     dropped while their total size reaches the dense model's or there are more than
     ``max_cached_versions``.  A node that holds an older version (it sent a usable reply in the round
     that produced it) gets the kept messages from there to the current version, else the dense model.
+
+    Robustness: a reply is excluded, with the reason logged, when it is an error, when its weight
+    (``num-examples``) is not a number in (0, ``max_num_examples``], when its node already replied
+    in this aggregation (a replay), when its update message is larger than ``max_message_bytes``
+    (default: twice the dense model plus 64 KiB), when it does not decode to finite deltas of the
+    model's shapes, or when the deltas' L2 norm exceeds ``max_update_norm`` (no bound by default).
     """
 
     def __init__(
@@ -288,11 +294,25 @@ class CompressedFedAvg(FedAvg):
         downstream: str | Compressor | None = None,
         downstream_sparsity: float = 0.01,
         max_cached_versions: int | None = None,
+        max_update_norm: float | None = None,
+        max_num_examples: float = 2.0**53,
+        max_message_bytes: int | None = None,
         **fedavg: Any,
     ) -> None:
         if max_cached_versions is not None and max_cached_versions < 1:
             msg = f"max_cached_versions must be at least 1 (or None), got {max_cached_versions}"
             raise ConfigError(msg)
+        for name, bound in (
+            ("max_update_norm", max_update_norm),
+            ("max_num_examples", max_num_examples),
+            ("max_message_bytes", max_message_bytes),
+        ):
+            if bound is not None and not 0 < bound < math.inf:
+                msg = f"{name} must be a positive finite number (or None), got {bound!r}"
+                raise ConfigError(msg)
+        self.max_update_norm = max_update_norm
+        self.max_num_examples = max_num_examples
+        self.max_message_bytes = max_message_bytes
         super().__init__(**fedavg)
         self.compressor = _codec(compressor, 1.0, bits)  # sparsity is read from the payload
         self.bits = bits
@@ -361,6 +381,7 @@ class CompressedFedAvg(FedAvg):
         deltas: list[list[np.ndarray]] = []
         weights: list[float] = []
         contents: list[RecordDict] = []
+        seen: set[int] = set()
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
@@ -368,6 +389,12 @@ class CompressedFedAvg(FedAvg):
                     "round %d: node %d excluded: error reply: %s", server_round, node, reply.error.reason
                 )
                 continue
+            if node in seen:
+                log.warning(
+                    "round %d: node %d excluded: a second reply in one round (replayed?)", server_round, node
+                )
+                continue
+            seen.add(node)
             try:
                 delta, weight = self._decode(reply.content)
             except NnsqueezeError as exc:
@@ -410,8 +437,9 @@ class CompressedFedAvg(FedAvg):
         _, record = _the_array_record(content, "the reply")
         weight = _the_metric_record(content, "the reply").get(self.weighted_by_key)
         # inf would pass `> 0` and turn the average into NaN; a bool is no count either.
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < math.inf:
-            msg = f"{self.weighted_by_key!r} must be a positive finite number, got {weight!r}"
+        limit = self.max_num_examples
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= limit:
+            msg = f"{self.weighted_by_key!r} must be a positive finite number up to {limit:g}, got {weight!r}"
             raise ConfigError(msg)
         stype = STYPE_PREFIX + self.compressor.name
         array = record.get(PAYLOAD_KEY)
@@ -419,11 +447,23 @@ class CompressedFedAvg(FedAvg):
             found = {k: a.stype for k, a in record.items()}
             msg = f"expected one array {PAYLOAD_KEY!r} of stype {stype!r}, found {found}"
             raise BitstreamError(msg)
+        dense = sum(g.nbytes for g in self._global.values())
+        size_limit = self.max_message_bytes or 2 * dense + (1 << 16)
+        if len(array.data) > size_limit:
+            msg = (
+                f"update message of {len(array.data)} bytes exceeds {size_limit} bytes (dense model {dense})"
+            )
+            raise BitstreamError(msg)
         delta = self.compressor.decode(array.data, [g.shape for g in self._global.values()])
         bad = [n for n, d in zip(self._global, delta, strict=True) if not np.all(np.isfinite(d))]
         if bad:
             msg = f"non-finite values in {', '.join(bad)}"
             raise TensorError(msg)
+        if self.max_update_norm is not None:
+            norm = math.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in delta))
+            if norm > self.max_update_norm:
+                msg = f"update norm {norm:.4g} exceeds max_update_norm {self.max_update_norm:g}"
+                raise TensorError(msg)
         return delta, float(weight)
 
 
