@@ -501,6 +501,17 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def glued_qps(argv: list[str] | None) -> list[str]:
+    """The arguments with ``--qps -20,-28`` glued to ``--qps=-20,-28`` (argparse takes a value
+    starting with "-" for an option)."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(raw[:-1]):
+        if arg == "--qps":
+            raw[i : i + 2] = [f"--qps={raw[i + 1]}"]
+            break
+    return raw
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--models", default="minilm,digits")
@@ -510,12 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "out")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--no-results", action="store_true", help="do not touch RESULTS.md")
-    raw_argv = list(sys.argv[1:] if argv is None else argv)
-    for i, arg in enumerate(raw_argv[:-1]):  # argparse takes "-20,-24" for an option: glue it to --qps
-        if arg == "--qps":
-            raw_argv[i : i + 2] = [f"--qps={raw_argv[i + 1]}"]
-            break
-    args = ap.parse_args(raw_argv)
+    args = ap.parse_args(glued_qps(argv))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     qps = [int(q) for q in args.qps.split(",")]
     unknown = set(models) - set(LOADERS)

@@ -53,6 +53,7 @@ from bench_codec import (
     Model,
     Timer,
     cli_compress_memory,
+    glued_qps,
     nncodec_once,
     nncodec_step,
 )
@@ -382,11 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qps", default="-20,-28,-38")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out-dir", type=Path, default=HERE / "speed_results")
-    raw_argv = list(sys.argv[1:] if argv is None else argv)
-    for i, arg in enumerate(raw_argv[:-1]):  # argparse takes "-20,-28" for an option: glue it to --qps
-        if arg == "--qps":
-            raw_argv[i : i + 2] = [f"--qps={raw_argv[i + 1]}"]
-            break
+    raw_argv = glued_qps(argv)
     args = ap.parse_args(raw_argv)
     for python, what in (
         (NNCODEC_PYTHON, "benchmarks/nncodec_runner.py"),
