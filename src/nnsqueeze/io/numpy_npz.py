@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -20,13 +21,25 @@ from nnsqueeze.io._common import (
     unique_names,
 )
 
+# What zipfile and NumPy raise on damaged or crafted archives (zipfile: NotImplementedError for
+# unknown compression or flags, RuntimeError for encrypted members, zlib.error for bad deflate data).
+_READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+)
+
 
 def _iter_arrays(path: Path, archive: np.lib.npyio.NpzFile) -> Iterator[NamedTensor]:
     with archive:
         for key in archive.files:
             try:
                 value = archive[key]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            except _READ_ERRORS as exc:
                 msg = f"{path}: cannot read array {key!r}: {exc}"
                 raise CheckpointError(msg) from exc
             try:
@@ -40,8 +53,15 @@ def read_npz(path: str | os.PathLike[str]) -> Checkpoint:
     """Open a ``.npz`` archive (``allow_pickle=False``); each array is decompressed when it is reached."""
     file = Path(path)
     try:
+        # NumPy hands its open file to the archive before parsing the zip directory, and leaks the
+        # file when that fails: check the directory here first, closing what we open.
+        with file.open("rb") as handle:
+            magic = handle.read(4)
+        if magic in (b"PK\x03\x04", b"PK\x05\x06"):  # what makes np.load take it for a zip
+            with zipfile.ZipFile(file) as directory:
+                directory.namelist()
         archive = np.load(file, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except _READ_ERRORS as exc:
         msg = f"{file}: not a readable .npz archive: {exc}"
         raise CheckpointError(msg) from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
