@@ -80,6 +80,9 @@ def main() -> None:
     corpus.mkdir(exist_ok=True)
     for i, seed in enumerate(SEEDS):
         (corpus / f"seed{i}.nnsq").write_bytes(seed)
+    for arg in sys.argv[1:]:  # libFuzzer writes crashing inputs there, but does not make the folder
+        if arg.startswith("-artifact_prefix=") and arg.endswith("/"):
+            Path(arg.split("=", 1)[1]).mkdir(parents=True, exist_ok=True)
     args = [*sys.argv, str(corpus)] if not any(not a.startswith("-") for a in sys.argv[1:]) else sys.argv
     atheris.Setup(args, test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()
