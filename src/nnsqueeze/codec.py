@@ -206,13 +206,13 @@ def _level_offset(levels: np.ndarray) -> int:
 
 
 def _encode_float(
-    t: NamedTensor, opts: CompressOptions, importance: np.ndarray | None
+    t: NamedTensor, values: np.ndarray, opts: CompressOptions, importance: np.ndarray | None
 ) -> tuple[RecordHeader, bytes]:
-    """Quantizes and codes a float tensor: weights at the weight step (RDOQ or trellis if asked,
-    chunks of rows when large), 1-D tensors at the finer vector step around a zero point."""
+    """Quantizes and codes a float tensor (``values``: its elements as float32): weights at the
+    weight step (RDOQ or trellis if asked, chunks of rows when large), 1-D tensors at the finer
+    vector step around a zero point."""
     shape = tuple(t.array.shape)
     vector = t.array.ndim < 2
-    values = to_float32(t.array, t.dtype)
     matrix = values.reshape(rows_cols(shape))
     step = opts.vector_step if vector else opts.weight_step
     chunk_rows = 0 if vector else level_chunk_rows(shape, opts.level_chunk_elements)
@@ -283,10 +283,11 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
     note = ""
     if t.dtype in FLOAT_DTYPES:
         if not (opts.lossless or (t.array.ndim < 2 and opts.lossless_1d)):
+            values = to_float32(t.array, t.dtype)
             level_step = opts.vector_step if t.array.ndim < 2 else opts.weight_step
-            reason = None if opts.strict else unquantizable(to_float32(t.array, t.dtype), level_step)
+            reason = None if opts.strict else unquantizable(values, level_step)
             if reason is None:
-                coded = _encode_float(t, opts, importance)
+                coded = _encode_float(t, values, opts, importance)
             else:
                 note = f"stored losslessly: {reason}"
     else:

@@ -25,7 +25,7 @@ import numpy as np
 from nnsqueeze import _core
 from nnsqueeze.coding.cabac import Adaptation, rows_cols
 from nnsqueeze.errors import ConfigError, TensorError
-from nnsqueeze.quant.uniform import MAX_ABS_LEVEL, check_step
+from nnsqueeze.quant.uniform import check_step, unquantizable
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,15 @@ def _checked_weights(values: np.ndarray, step: float, lambda_: float, name: str)
         raise ConfigError(msg)
     w = np.ascontiguousarray(values, dtype=np.float32)
     flat = w.reshape(-1)
-    if flat.size:
-        # min/max propagate NaN and Inf, and need no temporary array the size of the tensor.
-        lo, hi = float(flat.min()), float(flat.max())
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            bad = int(np.argmin(np.isfinite(flat)))
+    reason = unquantizable(flat, step)
+    if reason is not None:
+        finite = np.isfinite(flat)
+        if not finite.all():
+            bad = int(np.argmin(finite))
             msg = f"{name}: element {bad} is {flat[bad]}; NaN/Inf cannot be quantized"
-            raise TensorError(msg)
-        if max(hi, -lo) / step > MAX_ABS_LEVEL:
-            msg = f"{name}: values exceed {MAX_ABS_LEVEL} steps of {step:g}; use a larger step"
-            raise TensorError(msg)
+        else:
+            msg = f"{name}: {reason}; use a larger step"
+        raise TensorError(msg)
     return w
 
 
