@@ -264,6 +264,17 @@ class Timer:
         return statistics.median(self.samples)
 
 
+def run_runner(cmd: list[str], js: Path, what: str) -> dict[str, Any]:
+    """Runs a baseline's runner in its own venv and returns (and removes) the JSON it wrote."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise RuntimeError(f"{what} failed")
+    result: dict[str, Any] = json.loads(js.read_text())
+    js.unlink()
+    return result
+
+
 def nncodec_once(model: Model, qp: int, dq: int, out: Path, keep_decoded: bool) -> dict[str, Any]:
     """One encode + decode with the NNCodec runner (its own venv); with the decoded tensors if asked."""
     js, dec = out / f"{model.name}_nnc_qp{qp}_dq{dq}.json", out / f"{model.name}_nnc_qp{qp}_dq{dq}.npz"
@@ -283,12 +294,7 @@ def nncodec_once(model: Model, qp: int, dq: int, out: Path, keep_decoded: bool) 
     ]
     if keep_decoded:
         cmd += ["--out-npz", str(dec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError(f"NNCodec runner failed for {model.name} qp {qp} dq {dq}")
-    res: dict[str, Any] = json.loads(js.read_text())
-    js.unlink()
+    res = run_runner(cmd, js, f"NNCodec runner for {model.name} qp {qp} dq {dq}")
     if keep_decoded:
         with np.load(dec) as z:
             res["decoded"] = {k: z[k] for k in z.files}

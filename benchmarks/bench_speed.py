@@ -33,7 +33,6 @@ import datetime as dt
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -56,6 +55,7 @@ from bench_codec import (
     glued_qps,
     nncodec_once,
     nncodec_step,
+    run_runner,
 )
 from bench_memory import git_revision, machine_note
 
@@ -163,13 +163,7 @@ def zipnn_once(raw: Path, dtype: str, threads: int, out: Path) -> dict[str, Any]
     js = out / f"zipnn_{dtype}_{threads}.json"
     cmd = [str(ZIPNN_PYTHON), str(ZIPNN_RUNNER), "--input", str(raw), "--dtype", dtype]
     cmd += ["--threads", str(threads), "--out-json", str(js)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError(f"ZipNN runner failed ({dtype}, {threads} threads)")
-    result: dict[str, Any] = json.loads(js.read_text())
-    js.unlink()
-    return result
+    return run_runner(cmd, js, f"ZipNN runner ({dtype}, {threads} threads)")
 
 
 def same_bits(a: Any, b: Any) -> bool:
