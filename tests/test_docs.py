@@ -16,6 +16,7 @@ MODULES = [
     "nnsqueeze.quant.uniform",
     "nnsqueeze.quant.rdo",
     "nnsqueeze.quant.fisher",
+    "nnsqueeze.fl.screening",
 ]
 
 

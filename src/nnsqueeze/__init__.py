@@ -30,6 +30,7 @@ from nnsqueeze.errors import (
     ConfigError,
     MissingDependencyError,
     NnsqueezeError,
+    ReplyRejected,
     TensorError,
     UnsupportedVersionError,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "MissingDependencyError",
     "NnsqFile",
     "NnsqueezeError",
+    "ReplyRejected",
     "TensorError",
     "TensorReport",
     "UnsupportedVersionError",

@@ -29,3 +29,7 @@ class CheckpointError(NnsqueezeError, ValueError):
 
 class MissingDependencyError(NnsqueezeError, ImportError):
     """An optional dependency (torch, onnx, ...) is needed for this operation."""
+
+
+class ReplyRejected(NnsqueezeError, ValueError):
+    """A federated client's reply is excluded from aggregation (stale, replayed, absurd weight, ...)."""

@@ -88,9 +88,10 @@ def _round(
     locals_: list[dict[str, np.ndarray]],
     mod: Callable[..., Message] | None,
     contexts: list[Context] | None = None,
+    server_round: int = 1,
 ) -> list[Message]:
     """One train round up to the replies: configure_train, then each node's handler (through ``mod``)."""
-    messages = strategy.configure_train(1, _record(global_arrays), ConfigRecord(), _Grid())
+    messages = strategy.configure_train(server_round, _record(global_arrays), ConfigRecord(), _Grid())
     messages = sorted(messages, key=lambda m: m.metadata.dst_node_id)  # FedAvg samples in random order
     contexts = contexts or [_context(m.metadata.dst_node_id) for m in messages]
     replies = []
@@ -182,6 +183,19 @@ def _weight(value: float) -> Callable[[Message], None]:
     return corrupt
 
 
+def _round_number(value: int) -> Callable[[Message], None]:
+    def corrupt(reply: Message) -> None:
+        (metrics,) = reply.content.metric_records.values()
+        metrics["server-round"] = value
+
+    return corrupt
+
+
+def _no_round(reply: Message) -> None:
+    (metrics,) = reply.content.metric_records.values()
+    del metrics["server-round"]
+
+
 @pytest.mark.parametrize(
     ("corrupt", "reason"),
     [
@@ -193,7 +207,9 @@ def _weight(value: float) -> Callable[[Message], None]:
         (_weight(float("nan")), "'num-examples' must be a positive finite number up to 9.0072e+15, got nan"),
         (_weight(-3), "'num-examples' must be a positive finite number up to 9.0072e+15, got -3"),
         (_weight(1e30), "'num-examples' must be a positive finite number up to 9.0072e+15, got 1e+30"),
-        (_oversized, "update message of 200000 bytes exceeds 66576 bytes (dense model 520)"),
+        (_oversized, "update message of 200000 bytes exceeds 66576 bytes"),
+        (_round_number(2), "a reply to round 2, not to the current round 3 (stale)"),
+        (_no_round, "a reply to round None, not to the current round 3 (stale)"),
     ],
 )
 def test_a_bad_reply_is_excluded_with_its_reason(
@@ -201,7 +217,7 @@ def test_a_bad_reply_is_excluded_with_its_reason(
 ) -> None:
     g, locals_ = _arrays(0), [_arrays(1), _arrays(2)]
     strategy = CompressedFedAvg("topk")
-    replies = _round(strategy, g, locals_, make_compression_mod("topk", sparsity=0.1))
+    replies = _round(strategy, g, locals_, make_compression_mod("topk", sparsity=0.1), server_round=3)
     corrupt(replies[1])
     with caplog.at_level(logging.WARNING, logger="nnsqueeze.fl"):
         arrays, metrics = strategy.aggregate_train(3, replies)
@@ -219,19 +235,21 @@ def test_a_replayed_reply_and_an_update_beyond_the_norm_bound_are_excluded(
 ) -> None:
     g, locals_ = _arrays(0), [_arrays(1), _arrays(2)]
     strategy = CompressedFedAvg("topk", max_update_norm=1e6)
-    replies = _round(strategy, g, locals_, make_compression_mod("topk", sparsity=0.1))
+    replies = _round(strategy, g, locals_, make_compression_mod("topk", sparsity=0.1), server_round=3)
     with caplog.at_level(logging.WARNING, logger="nnsqueeze.fl"):
         strategy.aggregate_train(3, [*replies, replies[0]])
     assert "round 3: node 1 excluded: a second reply in one round (replayed?)" in caplog.text
 
     bounded = CompressedFedAvg("topk", max_update_norm=1e-3)
-    replies = _round(bounded, g, locals_, make_compression_mod("topk", sparsity=0.1))
+    replies = _round(bounded, g, locals_, make_compression_mod("topk", sparsity=0.1), server_round=3)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="nnsqueeze.fl"):
         assert bounded.aggregate_train(3, replies) == (None, None)
     assert "exceeds max_update_norm 0.001" in caplog.text
     with pytest.raises(ConfigError, match="max_update_norm"):
         CompressedFedAvg("topk", max_update_norm=float("inf"))
+    with pytest.raises(ConfigError, match="aggregate_train before configure_train"):
+        CompressedFedAvg("topk").aggregate_train(1, replies)
 
 
 def test_error_replies_are_excluded_and_no_usable_reply_keeps_the_model(

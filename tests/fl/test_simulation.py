@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -103,11 +104,45 @@ def test_faulty_clients_are_excluded_with_reasons(
     assert np.isfinite(res.final_accuracy)
 
 
+REASON_OF_FAULT = {
+    "nan": "non-finite values in",
+    "corrupt": "malformed update",
+    "stale": ", not to the current round 2 (stale)",
+    "examples": "'num-examples' must be a positive finite number up to 9.0072e+15, got",
+    "oversized": "update message of",
+    "shape": "malformed update",
+}
+
+
+@pytest.mark.parametrize("fault", sorted(REASON_OF_FAULT))
+def test_every_faulty_reply_is_excluded_and_the_model_stays(digits: Task, fault: str) -> None:
+    config = SimulationConfig(clients=3, rounds=2, compressor="stc", faults=1.0, fault_kinds=(fault,))
+    res = run_simulation(config, task=digits)
+    last = res.rounds[-1]
+    assert sorted(last.excluded) == last.participants == [0, 1, 2]
+    assert all(REASON_OF_FAULT[fault] in reason for reason in last.excluded.values()), last.excluded
+    assert [r.accuracy for r in res.rounds] == [res.initial_accuracy] * 2  # nothing was averaged
+
+
+def test_a_replayed_reply_counts_once(digits: Task) -> None:
+    replayed = SimulationConfig(clients=3, rounds=2, compressor="stc", faults=1.0, fault_kinds=("replay",))
+    res = run_simulation(replayed, task=digits)
+    clean = run_simulation(dataclasses.replace(replayed, faults=0.0), task=digits)
+    assert all(
+        r.excluded == dict.fromkeys(r.participants, "a second reply in one round (replayed?)")
+        for r in res.rounds
+    )
+    assert [r.accuracy for r in res.rounds] == [r.accuracy for r in clean.rounds]
+    assert res.total_upload == 2 * clean.total_upload
+
+
 def test_bad_config() -> None:
     with pytest.raises(ConfigError):
         SimulationConfig(dataset="cifar")
     with pytest.raises(ConfigError):
         SimulationConfig(participation=0.0)
+    with pytest.raises(ConfigError, match="fault_kinds"):
+        SimulationConfig(fault_kinds=("nan", "gremlins"))
     with pytest.raises(ConfigError):
         SimulationConfig(compressor="zip")
     with pytest.raises(ConfigError, match="dgc_momentum"):

@@ -29,6 +29,7 @@ def cmd_fl_sim(args: argparse.Namespace) -> int:
         dgc_momentum=args.dgc_momentum,
         downstream=args.downstream,
         dropout=args.dropout,
+        faults=args.faults,
         seed=args.seed,
     )
     result = run_simulation(config, progress=not args.quiet)
@@ -95,6 +96,13 @@ def add_fl_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--downstream", choices=COMPRESSOR_NAMES, help="compress the server's broadcast too")
     p.add_argument("--dropout", type=float, default=0.0, help="probability that a client does not answer")
+    p.add_argument(
+        "--faults",
+        type=float,
+        default=0.0,
+        help="probability that a client's reply is faulty (NaN, corrupt, stale, replayed, absurd weight, "
+        "oversized, wrong shapes); the server must exclude it (default 0)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out-dir", default="fl_out", help="where to write JSON and PNG (default fl_out)")
     p.add_argument("--no-plot", action="store_true")

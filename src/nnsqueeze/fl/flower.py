@@ -33,7 +33,6 @@ Evaluate and query messages pass through the Mod unchanged (evaluate messages ca
 from __future__ import annotations
 
 import logging
-import math
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -43,6 +42,7 @@ import numpy as np
 from nnsqueeze.errors import BitstreamError, ConfigError, MissingDependencyError, NnsqueezeError, TensorError
 from nnsqueeze.fl.compressors import WHOLE_MODEL, CabacPreviousUpdate, Compressor, make_compressor
 from nnsqueeze.fl.error_feedback import ErrorFeedback
+from nnsqueeze.fl.screening import DEFAULT_MAX_NUM_EXAMPLES, ReplyScreen, check_bounds
 from nnsqueeze.fl.simulation import fedavg
 
 try:
@@ -72,6 +72,7 @@ DOWN_STYPE_PREFIX = "nnsqueeze-down/"  # a compressed broadcast: one Array per c
 DOWN_KEY = "nnsqueeze-down"  # the ConfigRecord of a downstream train message: version, crc (base, bits)
 GLOBAL_KEY = "nnsqueeze-global"  # ctx.state: the global arrays this node holds
 GLOBAL_VERSION_KEY = "nnsqueeze-global-version"  # ctx.state: their version
+ROUND_KEY = "server-round"  # FedAvg's train config; the Mod echoes it in the reply's metrics
 
 
 def _the_array_record(content: RecordDict, what: str) -> tuple[str, ArrayRecord]:
@@ -169,12 +170,23 @@ def make_compression_mod(
         metrics = _the_metric_record(reply.content, "the train reply")
         payload = Array(dtype="uint8", shape=(len(message),), stype=STYPE_PREFIX + codec.name, data=message)
         reply.content[key] = ArrayRecord({PAYLOAD_KEY: payload})
+        if (server_round := _server_round(msg.content)) is not None:
+            metrics[ROUND_KEY] = server_round  # the server refuses replies to other rounds
         metrics["bytes-down"] = bytes_down
         metrics["bytes-up"] = len(message)
         metrics["dense-bytes-up"] = sum(a.nbytes for a in local.values())
         return reply
 
     return compression_mod
+
+
+def _server_round(content: RecordDict) -> int | None:
+    """The round FedAvg writes into the train message's config (``server-round``), if any."""
+    for record in content.config_records.values():
+        value = record.get(ROUND_KEY)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def _header_int(header: ConfigRecord, key: str) -> int:
@@ -279,11 +291,11 @@ class CompressedFedAvg(FedAvg):
     ``max_cached_versions``.  A node that holds an older version (it sent a usable reply in the round
     that produced it) gets the kept messages from there to the current version, else the dense model.
 
-    Robustness: a reply is excluded, with the reason logged, when it is an error, when its weight
-    (``num-examples``) is not a number in (0, ``max_num_examples``], when its node already replied
-    in this aggregation (a replay), when its update message is larger than ``max_message_bytes``
-    (default: twice the dense model plus 64 KiB), when it does not decode to finite deltas of the
-    model's shapes, or when the deltas' L2 norm exceeds ``max_update_norm`` (no bound by default).
+    Robustness: a reply is excluded, with the reason logged, when it is an error or when
+    :class:`~nnsqueeze.fl.screening.ReplyScreen` refuses it: a reply to another round (the Mod
+    echoes ``server-round``), a node's second reply, a weight (``num-examples``) outside (0,
+    ``max_num_examples``], a message over ``max_message_bytes``, one that does not decode to finite
+    deltas of the model's shapes, or an update norm over ``max_update_norm``.
     """
 
     def __init__(
@@ -295,21 +307,14 @@ class CompressedFedAvg(FedAvg):
         downstream_sparsity: float = 0.01,
         max_cached_versions: int | None = None,
         max_update_norm: float | None = None,
-        max_num_examples: float = 2.0**53,
+        max_num_examples: float = DEFAULT_MAX_NUM_EXAMPLES,
         max_message_bytes: int | None = None,
         **fedavg: Any,
     ) -> None:
         if max_cached_versions is not None and max_cached_versions < 1:
             msg = f"max_cached_versions must be at least 1 (or None), got {max_cached_versions}"
             raise ConfigError(msg)
-        for name, bound in (
-            ("max_update_norm", max_update_norm),
-            ("max_num_examples", max_num_examples),
-            ("max_message_bytes", max_message_bytes),
-        ):
-            if bound is not None and not 0 < bound < math.inf:
-                msg = f"{name} must be a positive finite number (or None), got {bound!r}"
-                raise ConfigError(msg)
+        check_bounds(max_num_examples, max_message_bytes, max_update_norm)
         self.max_update_norm = max_update_norm
         self.max_num_examples = max_num_examples
         self.max_message_bytes = max_message_bytes
@@ -324,6 +329,7 @@ class CompressedFedAvg(FedAvg):
         self._version = 0  # of self._global; nodes hold versions
         self._cache: dict[int, bytes] = {}  # version v -> the change from v - 1 to v, as sent; recent ones
         self._holds: dict[int, int] = {}  # node -> the version it confirmed holding
+        self._screen: ReplyScreen | None = None  # made for the model configure_train sends
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -334,6 +340,14 @@ class CompressedFedAvg(FedAvg):
         """
         messages = super().configure_train(server_round, arrays, config, grid)
         current = _numpy(arrays)
+        self._screen = ReplyScreen(
+            self.compressor,
+            list(current),
+            [a.shape for a in current.values()],
+            max_num_examples=self.max_num_examples,
+            max_message_bytes=self.max_message_bytes,
+            max_update_norm=self.max_update_norm,
+        )
         if self._down is None:
             self._global = current
             return messages
@@ -378,10 +392,13 @@ class CompressedFedAvg(FedAvg):
 
         ``(None, None)`` when no reply is usable; the strategy then keeps the current model.
         """
+        if self._screen is None:
+            msg = "aggregate_train before configure_train: the strategy does not know the model"
+            raise ConfigError(msg)
+        self._screen.start_round(server_round)
         deltas: list[list[np.ndarray]] = []
         weights: list[float] = []
         contents: list[RecordDict] = []
-        seen: set[int] = set()
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
@@ -389,14 +406,8 @@ class CompressedFedAvg(FedAvg):
                     "round %d: node %d excluded: error reply: %s", server_round, node, reply.error.reason
                 )
                 continue
-            if node in seen:
-                log.warning(
-                    "round %d: node %d excluded: a second reply in one round (replayed?)", server_round, node
-                )
-                continue
-            seen.add(node)
             try:
-                delta, weight = self._decode(reply.content)
+                delta, weight = self._decode(self._screen, node, reply.content)
             except NnsqueezeError as exc:
                 log.warning("round %d: node %d excluded: %s", server_round, node, exc)
                 continue
@@ -432,39 +443,19 @@ class CompressedFedAvg(FedAvg):
         ):
             del self._cache[min(self._cache)]
 
-    def _decode(self, content: RecordDict) -> tuple[list[np.ndarray], float]:
+    def _decode(self, screen: ReplyScreen, node: int, content: RecordDict) -> tuple[list[np.ndarray], float]:
         """One reply's deltas and weight; raises an :class:`NnsqueezeError` saying what is wrong."""
         _, record = _the_array_record(content, "the reply")
-        weight = _the_metric_record(content, "the reply").get(self.weighted_by_key)
-        # inf would pass `> 0` and turn the average into NaN; a bool is no count either.
-        limit = self.max_num_examples
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= limit:
-            msg = f"{self.weighted_by_key!r} must be a positive finite number up to {limit:g}, got {weight!r}"
-            raise ConfigError(msg)
+        metrics = _the_metric_record(content, "the reply")
+        screen.admit(node, metrics.get(ROUND_KEY))
+        weight = screen.weight(metrics.get(self.weighted_by_key), self.weighted_by_key)
         stype = STYPE_PREFIX + self.compressor.name
         array = record.get(PAYLOAD_KEY)
         if array is None or len(record) != 1 or array.stype != stype:
             found = {k: a.stype for k, a in record.items()}
             msg = f"expected one array {PAYLOAD_KEY!r} of stype {stype!r}, found {found}"
             raise BitstreamError(msg)
-        dense = sum(g.nbytes for g in self._global.values())
-        size_limit = self.max_message_bytes or 2 * dense + (1 << 16)
-        if len(array.data) > size_limit:
-            msg = (
-                f"update message of {len(array.data)} bytes exceeds {size_limit} bytes (dense model {dense})"
-            )
-            raise BitstreamError(msg)
-        delta = self.compressor.decode(array.data, [g.shape for g in self._global.values()])
-        bad = [n for n, d in zip(self._global, delta, strict=True) if not np.all(np.isfinite(d))]
-        if bad:
-            msg = f"non-finite values in {', '.join(bad)}"
-            raise TensorError(msg)
-        if self.max_update_norm is not None:
-            norm = math.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in delta))
-            if norm > self.max_update_norm:
-                msg = f"update norm {norm:.4g} exceeds max_update_norm {self.max_update_norm:g}"
-                raise TensorError(msg)
-        return delta, float(weight)
+        return screen.deltas(array.data), weight
 
 
 def _add(global_array: np.ndarray, delta: np.ndarray) -> np.ndarray:

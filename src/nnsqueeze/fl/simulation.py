@@ -2,8 +2,10 @@
 
 Each round a seeded fraction of the clients downloads the global model, trains ``local_epochs`` of SGD
 on its shard (communication delay), and uploads ``W_local - W_global`` through its compressor (with
-its own residual when error feedback is on).  The server decodes every message, excludes dropped,
-malformed or non-finite updates with a logged reason, and adds the sample-weighted mean of the rest.
+its own residual when error feedback is on).  The server screens every reply with
+:class:`~nnsqueeze.fl.screening.ReplyScreen` (the checks ``CompressedFedAvg`` makes), excludes
+dropped, stale, replayed, malformed or non-finite ones with a logged reason, and adds the
+sample-weighted mean of the rest.
 The server's broadcast can be compressed too (``downstream``, with a server residual, as in STC).
 Upload and download bytes are the lengths of the messages.
 
@@ -30,11 +32,16 @@ from nnsqueeze.errors import BitstreamError, ConfigError, NnsqueezeError
 from nnsqueeze.fl.compressors import CabacPreviousUpdate, Compressor, Identity, make_compressor
 from nnsqueeze.fl.error_feedback import DeepGradientCompression, ErrorFeedback
 from nnsqueeze.fl.partition import dirichlet_partition, iid_partition
+from nnsqueeze.fl.screening import ReplyScreen
 
 log = logging.getLogger("nnsqueeze.fl")
 
 DATASETS = ("digits", "mnist1d")
 COMPRESSOR_NAMES = ("identity", "topk", "dgc", "sbc", "stc", "cabac", "cabac-prev")
+# What a faulty client does: NaN values, a flipped byte, a reply tagged with the last round, its
+# reply sent twice, an absurd number of examples, a message padded past the size bound, an update
+# missing its last tensor (another model).
+FAULT_KINDS = ("nan", "corrupt", "stale", "replay", "examples", "oversized", "shape")
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,8 @@ class SimulationConfig:
     dgc_momentum: float = 0.9
     downstream: str | None = None  # compressor of the server's broadcast (with a server residual)
     dropout: float = 0.0  # probability that a selected client does not answer
-    faults: float = 0.0  # probability that a client sends a NaN or corrupted update (robustness tests)
+    faults: float = 0.0  # probability that a client's reply is faulty (robustness tests)
+    fault_kinds: tuple[str, ...] = FAULT_KINDS  # the faults drawn from, uniformly
     seed: int = 0
     mnist1d_samples: int = 5000
 
@@ -90,6 +98,10 @@ class SimulationConfig:
                 raise ConfigError(msg)
         if not self.lr > 0:
             msg = f"lr must be positive, got {self.lr}"
+            raise ConfigError(msg)
+        unknown = [k for k in self.fault_kinds if k not in FAULT_KINDS]
+        if unknown or not self.fault_kinds:
+            msg = f"fault_kinds must be a non-empty subset of {FAULT_KINDS}, got {self.fault_kinds!r}"
             raise ConfigError(msg)
 
 
@@ -147,6 +159,15 @@ def fedavg(updates: Sequence[Sequence[np.ndarray]], num_examples: Sequence[float
         )
         for i in range(len(updates[0]))
     ]
+
+
+class Reply(NamedTuple):
+    """What reaches the server from one client: the round it answers, its weight, its message."""
+
+    client: int
+    round: int
+    num_examples: float
+    message: bytes
 
 
 class Task(NamedTuple):
@@ -294,41 +315,38 @@ def _run(config: SimulationConfig, task: Task, progress: bool) -> SimulationResu
     for rnd in range(1, config.rounds + 1):
         chosen = sorted(rng.choice(config.clients, size=per_round, replace=False).tolist())
         excluded: dict[int, str] = {}
-        accepted: list[tuple[int, list[np.ndarray]]] = []
-        up = 0
-        down_bytes = broadcast_bytes * len(chosen)
+        replies: list[Reply] = []
+        screen = ReplyScreen(decoder, names, shapes)
+        screen.start_round(rnd)
         for client in chosen:
             if config.dropout and fault_rng.random() < config.dropout:
                 excluded[client] = "dropped out (no reply)"
                 continue
-            fault = fault_rng.choice(("nan", "corrupt")) if fault_rng.random() < config.faults else None
+            faulty = fault_rng.random() < config.faults
+            fault = fault_rng.choice(config.fault_kinds) if faulty else None
             try:
                 update = train_client(client, rnd)
-                if fault == "nan":  # a broken client: its update never reaches its residual
-                    update[0] = np.full_like(update[0], np.nan)
-                    message = decoder.encode(update)
-                else:
-                    message, _ = uploaders[client].step(update)
-                if fault == "corrupt":
-                    message = message[:-7] + bytes([message[-7] ^ 0x5A]) + message[-6:]
+                reply = Reply(client, rnd, float(weights[client]), b"")
+                replies += _replies(reply, update, fault, fault_rng, uploaders[client], screen)
             except NnsqueezeError as exc:
                 excluded[client] = f"client failed to encode: {exc}"
-                continue
-            up += len(message)
+        accepted: list[tuple[float, list[np.ndarray]]] = []
+        up = 0
+        down_bytes = broadcast_bytes * len(chosen)
+        for reply in replies:
+            up += len(reply.message)
             try:
-                decoded = decoder.decode(message, shapes)
+                screen.admit(reply.client, reply.round)
+                weight = screen.weight(reply.num_examples)
+                accepted.append((weight, screen.deltas(reply.message)))
             except BitstreamError as exc:
-                excluded[client] = f"malformed update: {exc}"
-                continue
-            bad = [n for n, t in zip(names, decoded, strict=True) if not np.all(np.isfinite(t))]
-            if bad:
-                excluded[client] = f"non-finite values in {', '.join(bad)}"
-                continue
-            accepted.append((client, decoded))
+                excluded[reply.client] = f"malformed update: {exc}"
+            except NnsqueezeError as exc:
+                excluded[reply.client] = str(exc)
         for client, reason in excluded.items():
             log.warning("round %d: client %d excluded: %s", rnd, client, reason)
         if accepted:
-            mean = fedavg([d for _, d in accepted], [float(weights[c]) for c, _ in accepted])
+            mean = fedavg([d for _, d in accepted], [w for w, _ in accepted])
             message, applied = down.step(mean)
             broadcast_bytes = len(message)
             global_params = [g + a for g, a in zip(global_params, applied, strict=True)]
@@ -344,6 +362,36 @@ def _run(config: SimulationConfig, task: Task, progress: bool) -> SimulationResu
             _progress(config, rec, sys.stderr)
     n_params = sum(math.prod(s) for s in shapes)
     return SimulationResult(config, initial, dense_bytes, n_params, records)
+
+
+def _replies(
+    reply: Reply,
+    update: list[np.ndarray],
+    fault: str | None,
+    rng: random.Random,
+    uploader: _Uploader,
+    screen: ReplyScreen,
+) -> list[Reply]:
+    """What reaches the server from a client with ``update``: its reply, or what ``fault`` makes of it."""
+    if fault == "nan":  # a broken client: its update never reaches its residual
+        update[0] = np.full_like(update[0], np.nan)
+        return [reply._replace(message=screen.decoder.encode(update))]
+    if fault == "shape":
+        return [reply._replace(message=screen.decoder.encode(update[:-1]))]
+    message, _ = uploader.step(update)
+    reply = reply._replace(message=message)
+    if fault == "corrupt":
+        return [reply._replace(message=message[:-7] + bytes([message[-7] ^ 0x5A]) + message[-6:])]
+    if fault == "stale":  # delayed: it arrives as the answer to the previous round
+        return [reply._replace(round=reply.round - 1)]
+    if fault == "replay":
+        return [reply, reply]
+    if fault == "examples":
+        claim = rng.choice((math.inf, math.nan, -reply.num_examples, 1e30))
+        return [reply._replace(num_examples=claim)]
+    if fault == "oversized":
+        return [reply._replace(message=message + bytes(screen.max_message_bytes))]
+    return [reply]
 
 
 def plot_results(results: Sequence[tuple[str, SimulationResult]], path: str | Path, title: str = "") -> None:
