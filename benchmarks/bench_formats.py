@@ -12,6 +12,7 @@ and reported as the median; every result is first checked against a float64 prod
 
     python benchmarks/bench_formats.py                 # everything (~10 min), writes formats_results.md
     python benchmarks/bench_formats.py --quick         # fewer rounds and cases, for a smoke test
+    python benchmarks/bench_formats.py --isa avx2      # the AVX2 + FMA kernels (formats_results_avx2.md)
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ import torch  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import nnsqueeze  # noqa: E402
-from nnsqueeze import _core  # noqa: E402
 from nnsqueeze.sparse import CER, CSER, CSR, PackedCodebook, convert, read_levels  # noqa: E402
+from nnsqueeze.sparse import isa as sparse_isa  # noqa: E402
 from nnsqueeze.sparse._codes import ValueCodes, codes_from_levels  # noqa: E402
 from nnsqueeze.sparse.nn import layer_formats, weight_nbytes  # noqa: E402
 
@@ -495,7 +496,9 @@ def markdown(
         "",
         f"Machine: {meta['cpu']}, {meta['cores']} cores shared with other jobs (load average "
         f"{meta['load']} at the start), L2 {meta['l2']} per core, L3 {meta['l3']}; {meta['blas']}; torch "
-        f"{meta['torch']}, numpy {meta['numpy']}, scipy {meta['scipy']}; nnsqueeze kernels: {meta['isa']}.  "
+        f"{meta['torch']}, numpy {meta['numpy']}, scipy {meta['scipy']}; nnsqueeze kernels: the "
+        f"{meta['isa']} path (this CPU runs "
+        f"{', '.join(meta.get('isa_available', [meta['isa']]))}).  "
         "One thread everywhere (`torch.set_num_threads(1)`; threadpoolctl limits OpenBLAS to 1).",
         "",
         f"Method: for each matrix and batch size all methods run round-robin (in a shuffled order each "
@@ -639,11 +642,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="few cases and rounds (smoke test)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--skip", nargs="*", default=[], choices=["minilm", "pruned", "synthetic", "e2e"])
-    ap.add_argument("--out", type=Path, default=HERE / "formats_results.md")
+    ap.add_argument(
+        "--isa",
+        choices=sparse_isa.PATHS,
+        help="force the kernels' instruction-set path (default: the best this CPU has)",
+    )
+    ap.add_argument("--out", type=Path, help="default formats_results.md (formats_results_ISA.md with --isa)")
     ap.add_argument(
         "--from-json", type=Path, help="only rewrite the report from a previous run's formats.json"
     )
     args = ap.parse_args()
+    if args.isa:
+        sparse_isa.force(args.isa)
+    args.out = args.out or HERE / (f"formats_results_{args.isa}.md" if args.isa else "formats_results.md")
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         targets = summarize(saved["rows"], saved["e2e"])
@@ -714,7 +725,8 @@ def machine(rounds: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
-        "isa": _core.sparse_isa(),
+        "isa": sparse_isa.active(),
+        "isa_available": sparse_isa.available(),
         "rounds": rounds,
     }
 

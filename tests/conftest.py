@@ -144,8 +144,10 @@ def with_index_body(data: bytes, body: bytes) -> bytes:
 def pytest_report_header() -> str:
     """Which instruction-set paths this machine runs (the kernel tests cover every available one)."""
     from nnsqueeze import _core
+    from nnsqueeze.sparse import isa
 
-    paths = [isa for isa in ("scalar", "avx512") if _core.sparse_isa_available(isa)]
-    missing = "" if "avx512" in paths else " (no AVX-512 on this CPU: its kernels are not tested here)"
+    paths = isa.available()
+    absent = [name for name in isa.PATHS if name not in paths]
+    missing = f" (this CPU lacks {', '.join(absent)}: those kernels are not tested here)" if absent else ""
     crc = "PCLMULQDQ folding" if _core.CRC32_ACCELERATED else "byte table"
     return f"nnsqueeze sparse kernels tested: {', '.join(paths)}{missing}; CRC32: {crc} and byte table"

@@ -76,8 +76,9 @@ sp::Operands operands(const Input& x, Output& out, std::size_t rows, std::size_t
 
 sp::Isa parse_isa(const std::string& name) {
     if (name == "scalar") return sp::Isa::scalar;
+    if (name == "avx2") return sp::Isa::avx2;
     if (name == "avx512") return sp::Isa::avx512;
-    throw std::invalid_argument("unknown instruction set '" + name + "' (use 'scalar' or 'avx512')");
+    throw std::invalid_argument("unknown instruction set '" + name + "' (use 'scalar', 'avx2' or 'avx512')");
 }
 
 }  // namespace

@@ -1,8 +1,13 @@
-"""The C++ kernels against the float64 oracle, on both instruction sets, and their bounds checks."""
+"""The C++ kernels against the float64 oracle, on every instruction-set path the CPU runs (the
+portable one always), and their bounds checks."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -10,20 +15,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnsqueeze import _core
-from nnsqueeze.errors import TensorError
+from nnsqueeze.errors import ConfigError, TensorError
 from nnsqueeze.sparse import CER, CSER, CSR, FORMATS, Dense, FormatError, PackedCodebook
+from nnsqueeze.sparse import isa as sparse_isa
 from tests.sparse import reference as ref
 from tests.sparse.test_formats import SEED, random_matrix
 
-ISAS = [isa for isa in ("scalar", "avx512") if _core.sparse_isa_available(isa)]
+ISAS = sparse_isa.available()  # every path this CPU runs; scalar always
 
 
 @pytest.fixture(params=ISAS)
 def isa(request: pytest.FixtureRequest) -> Iterator[str]:
-    before = _core.sparse_isa()
-    _core.sparse_set_isa(request.param)
+    before = sparse_isa.active()
+    sparse_isa.force(request.param)
     yield request.param
-    _core.sparse_set_isa(before)
+    sparse_isa.force(before)
+
+
+@contextmanager
+def forced(name: str) -> Iterator[None]:
+    before = sparse_isa.active()
+    sparse_isa.force(name)
+    try:
+        yield
+    finally:
+        sparse_isa.force(before)
 
 
 def check_product(f: object, w: np.ndarray, batch: int, rng: np.random.Generator, threads: int = 1) -> None:
@@ -73,16 +89,15 @@ def test_random_products(
 ) -> None:
     rng = np.random.default_rng(seed)
     w = random_matrix(rng, m, n, k, p0, omega0)
-    for isa in ISAS:
-        _core.sparse_set_isa(isa)
-        for name, cls in FORMATS.items():
-            options = {"index_dtype": index_dtype} if name in ("csr", "cer", "cser") else {}
-            try:
-                f = cls.from_dense(w, **options)
-            except TensorError:
-                continue
-            check_product(f, w, batch, rng)
-    _core.sparse_set_isa(ISAS[-1])
+    for path in ISAS:
+        with forced(path):
+            for name, cls in FORMATS.items():
+                options = {"index_dtype": index_dtype} if name in ("csr", "cer", "cser") else {}
+                try:
+                    f = cls.from_dense(w, **options)
+                except TensorError:
+                    continue
+                check_product(f, w, batch, rng)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -240,24 +255,23 @@ def test_fuzzed_arrays_never_crash(data: st.DataObject, kind: str, dtype: type, 
     arr = lambda size: np.array(data.draw(st.lists(ints, min_size=size, max_size=size)), dtype)  # noqa: E731
     nnz, groups = data.draw(st.integers(0, 40)), data.draw(st.integers(0, 12))
     x, out = np.ones((batch, n), np.float32), np.empty((batch, m), np.float32)
-    for isa in ISAS:
-        _core.sparse_set_isa(isa)
-        try:
-            if kind == "csr":
-                _core.csr_matmul(arr(m + 1), arr(nnz), np.ones(nnz, np.float32), m, n, x, out)
-            elif kind == "cer":
-                omega = np.ones(data.draw(st.integers(1, 5)), np.float32)
-                _core.cer_matmul(arr(m + 1), arr(groups + 1), arr(nnz), omega, m, n, x, out)
-            else:
-                vi = np.array(
-                    data.draw(st.lists(st.integers(0, 255), min_size=groups, max_size=groups)), np.uint8
-                )
-                _core.cser_matmul(
-                    arr(m + 1), arr(groups + 1), vi, arr(nnz), np.ones(3, np.float32), 0.0, m, n, x, out
-                )
-        except ValueError:
-            pass
-    _core.sparse_set_isa(ISAS[-1])
+    for path in ISAS:
+        with forced(path):
+            try:
+                if kind == "csr":
+                    _core.csr_matmul(arr(m + 1), arr(nnz), np.ones(nnz, np.float32), m, n, x, out)
+                elif kind == "cer":
+                    omega = np.ones(data.draw(st.integers(1, 5)), np.float32)
+                    _core.cer_matmul(arr(m + 1), arr(groups + 1), arr(nnz), omega, m, n, x, out)
+                else:
+                    vi = np.array(
+                        data.draw(st.lists(st.integers(0, 255), min_size=groups, max_size=groups)), np.uint8
+                    )
+                    _core.cser_matmul(
+                        arr(m + 1), arr(groups + 1), vi, arr(nnz), np.ones(3, np.float32), 0.0, m, n, x, out
+                    )
+            except ValueError:
+                pass
 
 
 def test_format_error_wraps_kernel_errors() -> None:
@@ -265,3 +279,17 @@ def test_format_error_wraps_kernel_errors() -> None:
     object.__setattr__(f, "col_idx", np.where(np.arange(20) == 3, 99, np.array(f.col_idx)).astype(np.uint8))
     with pytest.raises(FormatError, match="csr: col_idx"):
         f.matvec(np.ones(10, np.float32))
+
+
+def test_the_environment_variable_forces_a_path() -> None:
+    code = [sys.executable, "-c", "from nnsqueeze.sparse import isa; print(isa.active())"]
+    for path in ISAS:
+        env = {**os.environ, sparse_isa.ENVIRONMENT_VARIABLE: path}
+        run = subprocess.run(code, env=env, capture_output=True, text=True, check=True)
+        assert run.stdout.strip() == path
+    env = {**os.environ, sparse_isa.ENVIRONMENT_VARIABLE: "neon9"}
+    bad = subprocess.run(code, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "NNSQUEEZE_SPARSE_ISA=neon9: unknown instruction-set path 'neon9'" in bad.stderr
+    with pytest.raises(ConfigError, match="unknown instruction-set path"):
+        sparse_isa.force("sse9")

@@ -87,8 +87,9 @@ inline void check_value_idx(const Vi* value_idx, std::size_t g0, std::size_t g1,
         if (value_idx[g] >= num_values) fail_index("value_idx", g, value_idx[g], "values", num_values);
 }
 
-// Row kernels: compute rows [r0, r1) of y for every token.  `Scalar` versions are portable C++,
-// `Avx512` versions are compiled for AVX-512 (F, BW, VL, DQ) and only called where the CPU has it.
+// Row kernels: compute rows [r0, r1) of y for every token.  `scalar` versions are portable C++;
+// `avx2` versions are compiled for AVX2 + FMA and `avx512` ones for AVX-512 (F, BW, VL, DQ), each
+// called only where the CPU has it.
 template <class Ptr, class Idx>
 void csr_rows_scalar(const CsrView<Ptr, Idx>& a, const Work& w, std::size_t r0, std::size_t r1);
 template <class Ptr, class Idx>
@@ -100,6 +101,17 @@ void cser_rows_scalar(const CserView<Ptr, Idx, Vi>& a, const float* mult, const 
 void packed_panels_scalar(const PackedView& a, const float* table16, const Work& w, std::size_t p0, std::size_t p1);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define NNSQ_HAVE_AVX2_KERNELS 1
+template <class Ptr, class Idx>
+void csr_rows_avx2(const CsrView<Ptr, Idx>& a, const Work& w, std::size_t r0, std::size_t r1);
+template <class Ptr, class Idx>
+void cer_rows_avx2(const CerView<Ptr, Idx>& a, const float* mult, float omega0, const Work& w, std::size_t r0,
+                   std::size_t r1);
+template <class Ptr, class Idx, class Vi>
+void cser_rows_avx2(const CserView<Ptr, Idx, Vi>& a, const float* mult, const Work& w, std::size_t r0,
+                    std::size_t r1);
+void packed_panels_avx2(const PackedView& a, const float* table16, const Work& w, std::size_t p0, std::size_t p1);
+
 #define NNSQ_HAVE_AVX512_KERNELS 1
 template <class Ptr, class Idx>
 void csr_rows_avx512(const CsrView<Ptr, Idx>& a, const Work& w, std::size_t r0, std::size_t r1);

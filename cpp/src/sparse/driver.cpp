@@ -11,20 +11,38 @@ namespace nnsqueeze::sparse {
 
 namespace {
 
-bool detect_avx512() {
-#if defined(NNSQ_HAVE_AVX512_KERNELS)
+bool detect(Isa isa) {
+#if defined(NNSQ_HAVE_AVX2_KERNELS)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return false;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == Isa::avx2) return avx2;
+    if (isa == Isa::avx512)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #endif
+    return isa == Isa::scalar;
 }
 
-const bool kHasAvx512 = detect_avx512();
-std::atomic<int> g_isa{kHasAvx512 ? static_cast<int>(Isa::avx512) : static_cast<int>(Isa::scalar)};
+const bool kHasAvx2 = detect(Isa::avx2);
+const bool kHasAvx512 = detect(Isa::avx512);
+std::atomic<int> g_isa{static_cast<int>(kHasAvx512 ? Isa::avx512 : kHasAvx2 ? Isa::avx2 : Isa::scalar)};
 
-bool use_avx512() { return g_isa.load(std::memory_order_relaxed) == static_cast<int>(Isa::avx512); }
+Isa current() { return static_cast<Isa>(g_isa.load(std::memory_order_relaxed)); }
+bool use_avx512() { return current() == Isa::avx512; }
+
+// Runs `rows_kernel(isa)` on the instruction set chosen now: one switch for every format.
+template <class Scalar, class Avx2, class Avx512>
+inline void dispatch(Isa isa, Scalar&& scalar, Avx2&& avx2, Avx512&& avx512) {
+#if defined(NNSQ_HAVE_AVX2_KERNELS)
+    if (isa == Isa::avx512) return avx512();
+    if (isa == Isa::avx2) return avx2();
+#else
+    (void)isa;
+    (void)avx2;
+    (void)avx512;
+#endif
+    scalar();
+}
 
 constexpr std::size_t kMaxRows = std::size_t(1) << 27;  // scatter offsets (16 * rows) fit int32
 constexpr std::size_t kMaxCols = std::size_t(1) << 31;  // gathers use signed 32-bit indices
@@ -62,13 +80,21 @@ void no_columns(const detail::Work& w) {
 
 }  // namespace
 
-bool isa_available(Isa isa) { return isa == Isa::scalar || (isa == Isa::avx512 && kHasAvx512); }
-Isa active_isa() { return static_cast<Isa>(g_isa.load()); }
+bool isa_available(Isa isa) {
+    return isa == Isa::scalar || (isa == Isa::avx2 && kHasAvx2) || (isa == Isa::avx512 && kHasAvx512);
+}
+Isa active_isa() { return current(); }
 void set_isa(Isa isa) {
     if (!isa_available(isa)) throw std::invalid_argument(std::string("instruction set not available: ") + isa_name(isa));
     g_isa.store(static_cast<int>(isa));
 }
-const char* isa_name(Isa isa) { return isa == Isa::avx512 ? "avx512" : "scalar"; }
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "scalar";
+    }
+}
 
 std::size_t packed_unit_cols(int bits) {
     switch (bits) {
@@ -187,14 +213,12 @@ void csr_matmul(const CsrView<Ptr, Idx>& a, const Operands& op) {
     if (a.cols == 0) return no_columns(w);
     thread_local std::vector<float> xt, sx;
     detail::prepare(w, a.cols, false, xt, sx);
-    const bool simd = use_avx512();
+    const Isa isa = current();
     const std::size_t per_row = (a.nnz / a.rows + 1) * op.batch;
     parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
-#if defined(NNSQ_HAVE_AVX512_KERNELS)
-        if (simd) return detail::csr_rows_avx512(a, w, b, e);
-#endif
-        (void)simd;
-        detail::csr_rows_scalar(a, w, b, e);
+        dispatch(
+            isa, [&] { detail::csr_rows_scalar(a, w, b, e); }, [&] { detail::csr_rows_avx2(a, w, b, e); },
+            [&] { detail::csr_rows_avx512(a, w, b, e); });
     });
 }
 
@@ -210,14 +234,13 @@ void cer_matmul(const CerView<Ptr, Idx>& a, const Operands& op) {
     for (std::size_t t = 0; t + 1 < a.num_omega; ++t) mult[t] = a.omega[t + 1] - omega0;
     thread_local std::vector<float> xt, sx;
     detail::prepare(w, a.cols, omega0 != 0.0f && a.cols > 0, xt, sx);
-    const bool simd = use_avx512();
+    const Isa isa = current();
     const std::size_t per_row = (a.nnz / a.rows + 1) * op.batch;
     parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
-#if defined(NNSQ_HAVE_AVX512_KERNELS)
-        if (simd) return detail::cer_rows_avx512(a, mult.data(), omega0, w, b, e);
-#endif
-        (void)simd;
-        detail::cer_rows_scalar(a, mult.data(), omega0, w, b, e);
+        dispatch(
+            isa, [&] { detail::cer_rows_scalar(a, mult.data(), omega0, w, b, e); },
+            [&] { detail::cer_rows_avx2(a, mult.data(), omega0, w, b, e); },
+            [&] { detail::cer_rows_avx512(a, mult.data(), omega0, w, b, e); });
     });
 }
 
@@ -230,14 +253,13 @@ void cser_matmul(const CserView<Ptr, Idx, Vi>& a, const Operands& op) {
     for (std::size_t k = 0; k < a.num_values; ++k) mult[k] = a.values[k] - a.omega0;
     thread_local std::vector<float> xt, sx;
     detail::prepare(w, a.cols, a.omega0 != 0.0f && a.cols > 0, xt, sx);
-    const bool simd = use_avx512();
+    const Isa isa = current();
     const std::size_t per_row = (a.nnz / a.rows + 1) * op.batch;
     parallel_ranges(a.rows, op.threads, per_row, [&](std::size_t b, std::size_t e) {
-#if defined(NNSQ_HAVE_AVX512_KERNELS)
-        if (simd) return detail::cser_rows_avx512(a, mult.data(), w, b, e);
-#endif
-        (void)simd;
-        detail::cser_rows_scalar(a, mult.data(), w, b, e);
+        dispatch(
+            isa, [&] { detail::cser_rows_scalar(a, mult.data(), w, b, e); },
+            [&] { detail::cser_rows_avx2(a, mult.data(), w, b, e); },
+            [&] { detail::cser_rows_avx512(a, mult.data(), w, b, e); });
     });
 }
 
@@ -264,14 +286,13 @@ void packed_matmul(const PackedView& a, const Operands& op) {
         detail::table256(a, tab);
     else
         detail::table16(a, tab);
-    const bool simd = use_avx512();
+    const Isa isa = current();
     const std::size_t panels = (a.rows + kPanelRows - 1) / kPanelRows;
     parallel_ranges(panels, op.threads, kPanelRows * a.cols * op.batch, [&](std::size_t b, std::size_t e) {
-#if defined(NNSQ_HAVE_AVX512_KERNELS)
-        if (simd) return detail::packed_panels_avx512(a, tab, w, b, e);
-#endif
-        (void)simd;
-        detail::packed_panels_scalar(a, tab, w, b, e);
+        dispatch(
+            isa, [&] { detail::packed_panels_scalar(a, tab, w, b, e); },
+            [&] { detail::packed_panels_avx2(a, tab, w, b, e); },
+            [&] { detail::packed_panels_avx512(a, tab, w, b, e); });
     });
     if (!a.affine) return;
     // The corrections, on this thread (there are few): y[t, row] += value * x[t, col].

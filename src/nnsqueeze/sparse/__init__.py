@@ -4,7 +4,8 @@ Quantized networks have low-entropy weight matrices with few shared values.  Thi
 matrix as :class:`Dense` float32, a :class:`PackedCodebook` (2/3/4/8-bit indices into a value table),
 :class:`CSR`, or the shared-value formats :class:`CER` and :class:`CSER` of Wiedemann et al. (TNNLS
 2019), each with exact storage, operation counts and a 45 nm energy estimate (:mod:`.cost`), and
-computes ``x @ W.T + bias`` in it with C++ kernels (GIL released, optionally multithreaded).
+computes ``x @ W.T + bias`` in it with C++ kernels (GIL released, optionally multithreaded; AVX-512,
+AVX2 + FMA and portable paths chosen at run time, see :mod:`.isa`).
 :func:`convert` swaps a torch model's Linear and Conv layers for modules that run in these formats
 (``import torch`` happens only then).
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nnsqueeze.sparse import isa
 from nnsqueeze.sparse.cost import (
     ENERGY_45NM,
     Energy,
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
         model_cost,
         weight_nbytes,
     )
+
+isa.force_from_environment()
 
 FORMATS: dict[str, type[Format]] = {
     "dense": Dense,
@@ -90,6 +94,7 @@ __all__ = [
     "convert",
     "dense_model_cost",
     "format_model_cost",
+    "isa",
     "layer_formats",
     "model_cost",
     "read_levels",

@@ -29,8 +29,9 @@ class FormatError : public std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
 
-// Instruction sets the kernels are compiled for; chosen at run time (see set_isa).
-enum class Isa : int { scalar = 0, avx512 = 1 };
+// Instruction sets the kernels are compiled for; the best one the CPU has is chosen at run time.
+// avx2 means AVX2 + FMA; avx512 means AVX-512 F/BW/VL/DQ.
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
 
 bool isa_available(Isa isa);
 Isa active_isa();
