@@ -49,6 +49,20 @@ inline __m256i load_idx8<uint32_t>(const uint32_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
+// Checks col_idx[k0..k1) < cols with vector maxima (the hot loops then read x unchecked).
+template <class Idx>
+inline void check_columns_v(const Idx* col_idx, std::size_t k0, std::size_t k1, std::size_t cols) {
+    __m256i top = _mm256_setzero_si256();
+    std::size_t k = k0;
+    for (; k + 8 <= k1; k += 8) top = _mm256_max_epu32(top, load_idx8(col_idx + k));
+    alignas(32) uint32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), top);
+    std::size_t m = 0;
+    for (uint32_t v : lanes) m = std::max<std::size_t>(m, v);
+    for (; k < k1; ++k) m = std::max<std::size_t>(m, col_idx[k]);
+    if (__builtin_expect(k1 > k0 && m >= cols, 0)) check_columns(col_idx, k0, k1, cols);  // finds it, throws
+}
+
 inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -145,7 +159,7 @@ void csr_bn(const CsrView<Ptr, Idx>& a, const Work& w, std::size_t r0, std::size
         for (std::size_t r = r0; r < r1; ++r) {
             std::size_t p0, p1;
             checked_range(a.row_ptr, r, a.nnz, "row_ptr", p0, p1);
-            check_columns(a.col_idx, p0, p1, a.cols);
+            check_columns_v(a.col_idx, p0, p1, a.cols);
             Acc<NY> acc;
             for (auto& set : acc.v)
                 for (auto& v : set) v = _mm256_setzero_ps();
@@ -157,6 +171,26 @@ void csr_bn(const CsrView<Ptr, Idx>& a, const Work& w, std::size_t r0, std::size
 
 // ------------------------------------------------------------------------------------- CER and CSER
 
+// Checks group_ptr[g0..g1] ascending and within nnz (vector compares of neighbours: ascending where
+// max(p[g], p[g + 1]) == p[g + 1]); returns the row's entries [group_ptr[g0], group_ptr[g1]).
+template <class Ptr>
+inline void check_groups_v(const Ptr* group_ptr, std::size_t g0, std::size_t g1, std::size_t nnz, std::size_t& k0,
+                           std::size_t& k1) {
+    __m256i ok = _mm256_set1_epi32(-1);
+    std::size_t g = g0;
+    for (; g + 8 <= g1; g += 8) {
+        const __m256i next = load_idx8(group_ptr + g + 1);
+        ok = _mm256_and_si256(ok, _mm256_cmpeq_epi32(_mm256_max_epu32(load_idx8(group_ptr + g), next), next));
+    }
+    bool fine = _mm256_movemask_epi8(ok) == -1;
+    for (; g < g1; ++g) fine &= group_ptr[g] <= group_ptr[g + 1];
+    if (__builtin_expect(!fine || std::size_t(group_ptr[g1]) > nnz, 0)) {
+        check_groups(group_ptr, g0, g1, nnz, k0, k1);  // finds the entry and throws
+    }
+    k0 = group_ptr[g0];
+    k1 = group_ptr[g1];
+}
+
 // The groups of row r, checked: [g0, g1) and their entries [k0, k1) with valid columns.
 template <class Ptr, class Idx>
 inline void row_groups(const Ptr* row_ptr, const Ptr* group_ptr, std::size_t groups, std::size_t max_groups,
@@ -165,8 +199,8 @@ inline void row_groups(const Ptr* row_ptr, const Ptr* group_ptr, std::size_t gro
     checked_range(row_ptr, r, groups, "row_ptr", g0, g1);
     if (g1 - g0 > max_groups)
         fail_pointer("row_ptr", r + 1, g1, "gives a row more groups than there are explicit values after", g0);
-    check_groups(group_ptr, g0, g1, nnz, k0, k1);
-    check_columns(col_idx, k0, k1, cols);
+    check_groups_v(group_ptr, g0, g1, nnz, k0, k1);
+    check_columns_v(col_idx, k0, k1, cols);
 }
 
 // vals[k - k0] = mult(g) for the entries k of each group g in [g0, g1).  Two unconditional 8-wide
@@ -225,7 +259,17 @@ struct CserMult {
     const Vi* value_idx;
     const float* mult;
     std::size_t num_values;
-    inline void check(std::size_t g0, std::size_t g1) const { check_value_idx(value_idx, g0, g1, num_values); }
+    inline void check(std::size_t g0, std::size_t g1) const {
+        __m256i top = _mm256_setzero_si256();
+        std::size_t g = g0;
+        for (; g + 8 <= g1; g += 8) top = _mm256_max_epu32(top, load_idx8(value_idx + g));
+        alignas(32) uint32_t lanes[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), top);
+        std::size_t m = 0;
+        for (uint32_t v : lanes) m = std::max<std::size_t>(m, v);
+        for (; g < g1; ++g) m = std::max<std::size_t>(m, value_idx[g]);
+        if (__builtin_expect(g1 > g0 && m >= num_values, 0)) check_value_idx(value_idx, g0, g1, num_values);
+    }
     inline float operator()(std::size_t g, std::size_t) const { return mult[value_idx[g]]; }
 };
 
@@ -442,7 +486,7 @@ void csr_rows_avx2(const CsrView<Ptr, Idx>& a, const Work& w, std::size_t r0, st
         for (std::size_t r = r0; r < r1; ++r) {
             std::size_t p0, p1;
             checked_range(a.row_ptr, r, a.nnz, "row_ptr", p0, p1);
-            check_columns(a.col_idx, p0, p1, a.cols);
+            check_columns_v(a.col_idx, p0, p1, a.cols);
             store_one(w, r, dot_b1(a.values + p0, a.col_idx + p0, p1 - p0, w.xt));
         }
         return;
