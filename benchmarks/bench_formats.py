@@ -39,6 +39,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse  # noqa: E402
 import torch  # noqa: E402
+from bench_memory import git_revision  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import nnsqueeze  # noqa: E402
@@ -491,7 +492,9 @@ def markdown(
     lines = [
         "# Inference formats: benchmark results",
         "",
-        "Produced by `python benchmarks/bench_formats.py` (raw samples: `benchmarks/out/formats.json`, not "
+        "Produced by `python benchmarks/bench_formats.py"
+        + (f" --isa {meta['isa']}" if meta.get("forced") else "")
+        + f"` at git revision `{meta.get('revision', '?')}` (raw samples: `benchmarks/out/formats.json`, not "
         "committed; `--from-json` rewrites this page from it).",
         "",
         f"Machine: {meta['cpu']}, {meta['cores']} cores shared with other jobs (load average "
@@ -654,6 +657,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.isa:
         sparse_isa.force(args.isa)
+    forced = args.isa is not None
     args.out = args.out or HERE / (f"formats_results_{args.isa}.md" if args.isa else "formats_results.md")
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
@@ -664,6 +668,7 @@ def main() -> None:
     rounds = 5 if args.quick else args.rounds
     with threadpool_limits(1):
         meta = machine(rounds)
+        meta["forced"] = forced
         nnsq = HERE / "out" / "minilm_default_qp.nnsq"
         if not ({"minilm", "e2e"} <= set(args.skip)):
             from nnsqueeze.demo import minilm
@@ -725,6 +730,7 @@ def machine(rounds: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
+        "revision": git_revision(),
         "isa": sparse_isa.active(),
         "isa_available": sparse_isa.available(),
         "rounds": rounds,

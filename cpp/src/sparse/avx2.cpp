@@ -49,18 +49,25 @@ inline __m256i load_idx8<uint32_t>(const uint32_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
-// Checks col_idx[k0..k1) < cols with vector maxima (the hot loops then read x unchecked).
+// The largest of p[b..e) (0 if empty), by vector maxima.
 template <class Idx>
-inline void check_columns_v(const Idx* col_idx, std::size_t k0, std::size_t k1, std::size_t cols) {
+inline std::size_t max_index(const Idx* p, std::size_t b, std::size_t e) {
     __m256i top = _mm256_setzero_si256();
-    std::size_t k = k0;
-    for (; k + 8 <= k1; k += 8) top = _mm256_max_epu32(top, load_idx8(col_idx + k));
+    std::size_t k = b;
+    for (; k + 8 <= e; k += 8) top = _mm256_max_epu32(top, load_idx8(p + k));
     alignas(32) uint32_t lanes[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), top);
     std::size_t m = 0;
     for (uint32_t v : lanes) m = std::max<std::size_t>(m, v);
-    for (; k < k1; ++k) m = std::max<std::size_t>(m, col_idx[k]);
-    if (__builtin_expect(k1 > k0 && m >= cols, 0)) check_columns(col_idx, k0, k1, cols);  // finds it, throws
+    for (; k < e; ++k) m = std::max<std::size_t>(m, p[k]);
+    return m;
+}
+
+// Checks col_idx[k0..k1) < cols (the hot loops then read x unchecked).
+template <class Idx>
+inline void check_columns_v(const Idx* col_idx, std::size_t k0, std::size_t k1, std::size_t cols) {
+    if (__builtin_expect(k1 > k0 && max_index(col_idx, k0, k1) >= cols, 0))
+        check_columns(col_idx, k0, k1, cols);  // finds the entry and throws
 }
 
 inline float hsum(__m256 v) {
@@ -260,15 +267,8 @@ struct CserMult {
     const float* mult;
     std::size_t num_values;
     inline void check(std::size_t g0, std::size_t g1) const {
-        __m256i top = _mm256_setzero_si256();
-        std::size_t g = g0;
-        for (; g + 8 <= g1; g += 8) top = _mm256_max_epu32(top, load_idx8(value_idx + g));
-        alignas(32) uint32_t lanes[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), top);
-        std::size_t m = 0;
-        for (uint32_t v : lanes) m = std::max<std::size_t>(m, v);
-        for (; g < g1; ++g) m = std::max<std::size_t>(m, value_idx[g]);
-        if (__builtin_expect(g1 > g0 && m >= num_values, 0)) check_value_idx(value_idx, g0, g1, num_values);
+        if (__builtin_expect(g1 > g0 && max_index(value_idx, g0, g1) >= num_values, 0))
+            check_value_idx(value_idx, g0, g1, num_values);
     }
     inline float operator()(std::size_t g, std::size_t) const { return mult[value_idx[g]]; }
 };
@@ -522,20 +522,7 @@ void packed_panels_avx2(const PackedView& a, const float* table, const Work& w, 
     }
 }
 
-#define NNSQ_PI(P, I)                                                                                      \
-    template void csr_rows_avx2<P, I>(const CsrView<P, I>&, const Work&, std::size_t, std::size_t);       \
-    template void cer_rows_avx2<P, I>(const CerView<P, I>&, const float*, float, const Work&, std::size_t, \
-                                      std::size_t);                                                       \
-    template void cser_rows_avx2<P, I, uint8_t>(const CserView<P, I, uint8_t>&, const float*, const Work&, \
-                                                std::size_t, std::size_t);                                \
-    template void cser_rows_avx2<P, I, uint16_t>(const CserView<P, I, uint16_t>&, const float*,            \
-                                                 const Work&, std::size_t, std::size_t);
-#define NNSQ_P(P) NNSQ_PI(P, uint8_t) NNSQ_PI(P, uint16_t) NNSQ_PI(P, uint32_t)
-NNSQ_P(uint8_t)
-NNSQ_P(uint16_t)
-NNSQ_P(uint32_t)
-#undef NNSQ_P
-#undef NNSQ_PI
+NNSQ_INSTANTIATE_ROW_KERNELS(avx2)
 
 }  // namespace nnsqueeze::sparse::detail
 

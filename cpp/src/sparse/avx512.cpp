@@ -631,20 +631,7 @@ void packed_panels_avx512(const PackedView& a, const float* table, const Work& w
     }
 }
 
-#define NNSQ_PI(P, I)                                                                                        \
-    template void csr_rows_avx512<P, I>(const CsrView<P, I>&, const Work&, std::size_t, std::size_t);       \
-    template void cer_rows_avx512<P, I>(const CerView<P, I>&, const float*, float, const Work&, std::size_t, \
-                                        std::size_t);                                                       \
-    template void cser_rows_avx512<P, I, uint8_t>(const CserView<P, I, uint8_t>&, const float*, const Work&, \
-                                                  std::size_t, std::size_t);                                \
-    template void cser_rows_avx512<P, I, uint16_t>(const CserView<P, I, uint16_t>&, const float*,            \
-                                                   const Work&, std::size_t, std::size_t);
-#define NNSQ_P(P) NNSQ_PI(P, uint8_t) NNSQ_PI(P, uint16_t) NNSQ_PI(P, uint32_t)
-NNSQ_P(uint8_t)
-NNSQ_P(uint16_t)
-NNSQ_P(uint32_t)
-#undef NNSQ_P
-#undef NNSQ_PI
+NNSQ_INSTANTIATE_ROW_KERNELS(avx512)
 
 }  // namespace nnsqueeze::sparse::detail
 

@@ -128,6 +128,20 @@ void transpose16_avx512(const float* src, std::size_t ss, std::size_t rows, std:
                         std::size_t ds);
 #endif
 
+// Explicit instantiations of one instruction set's row kernels (csr_rows_ISA, ...) for every index width.
+#define NNSQ_ROW_KERNELS_PI(ISA, P, I)                                                                           \
+    template void csr_rows_##ISA<P, I>(const CsrView<P, I>&, const Work&, std::size_t, std::size_t);            \
+    template void cer_rows_##ISA<P, I>(const CerView<P, I>&, const float*, float, const Work&, std::size_t,     \
+                                       std::size_t);                                                            \
+    template void cser_rows_##ISA<P, I, uint8_t>(const CserView<P, I, uint8_t>&, const float*, const Work&,     \
+                                                 std::size_t, std::size_t);                                     \
+    template void cser_rows_##ISA<P, I, uint16_t>(const CserView<P, I, uint16_t>&, const float*, const Work&,   \
+                                                  std::size_t, std::size_t);
+#define NNSQ_ROW_KERNELS_P(ISA, P) \
+    NNSQ_ROW_KERNELS_PI(ISA, P, uint8_t) NNSQ_ROW_KERNELS_PI(ISA, P, uint16_t) NNSQ_ROW_KERNELS_PI(ISA, P, uint32_t)
+#define NNSQ_INSTANTIATE_ROW_KERNELS(ISA) \
+    NNSQ_ROW_KERNELS_P(ISA, uint8_t) NNSQ_ROW_KERNELS_P(ISA, uint16_t) NNSQ_ROW_KERNELS_P(ISA, uint32_t)
+
 // The 2/3/4-bit tables as 16 floats for a 4-bit lookup that ignores the index bits above `bits`
 // (entry k holds table[k mod 2^bits]); entries beyond table_size are 0.
 void table16(const PackedView& a, float out[16]);

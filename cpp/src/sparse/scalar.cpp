@@ -176,19 +176,6 @@ void packed_panels_scalar(const PackedView& a, const float* table, const Work& w
     }
 }
 
-#define NNSQ_PI(P, I)                                                                                       \
-    template void csr_rows_scalar<P, I>(const CsrView<P, I>&, const Work&, std::size_t, std::size_t);       \
-    template void cer_rows_scalar<P, I>(const CerView<P, I>&, const float*, float, const Work&, std::size_t, \
-                                        std::size_t);                                                       \
-    template void cser_rows_scalar<P, I, uint8_t>(const CserView<P, I, uint8_t>&, const float*, const Work&, \
-                                                  std::size_t, std::size_t);                                \
-    template void cser_rows_scalar<P, I, uint16_t>(const CserView<P, I, uint16_t>&, const float*,            \
-                                                   const Work&, std::size_t, std::size_t);
-#define NNSQ_P(P) NNSQ_PI(P, uint8_t) NNSQ_PI(P, uint16_t) NNSQ_PI(P, uint32_t)
-NNSQ_P(uint8_t)
-NNSQ_P(uint16_t)
-NNSQ_P(uint32_t)
-#undef NNSQ_P
-#undef NNSQ_PI
+NNSQ_INSTANTIATE_ROW_KERNELS(scalar)
 
 }  // namespace nnsqueeze::sparse::detail
