@@ -103,11 +103,15 @@ def main() -> int:
     REGRESSIONS.mkdir(parents=True, exist_ok=True)
     regressions = sorted(str(f) for f in REGRESSIONS.iterdir() if f.is_file())
     # every regression file and seed first: none may be a finding any more
-    replay = [str(binary), "-runs=0", *regressions, str(corpus)]
-    check = subprocess.run(replay, capture_output=True, text=True)
-    if check.returncode != 0:
-        print(check.stderr[-4000:], file=sys.stderr)
-        return 1
+    # libFuzzer takes either files (run once each) or corpus folders, not both in one call
+    replays = [[str(binary), "-runs=0", str(corpus)]]
+    if regressions:
+        replays.append([str(binary), *regressions])
+    for replay in replays:
+        check = subprocess.run(replay, capture_output=True, text=True)
+        if check.returncode != 0:
+            print(check.stderr[-4000:], file=sys.stderr)
+            return 1
     print(f"replayed {len(regressions)} regression files and {len(list(corpus.iterdir()))} corpus files")
     if args.replay:
         return 0
