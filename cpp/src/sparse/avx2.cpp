@@ -306,8 +306,8 @@ struct Dec8Affine {
     }
 };
 
-struct Dec8Table {
-    static constexpr int C = 1;
+// The 16 bytes of a unit as 32-bit lanes: v0 for rows 0-7, v1 for rows 8-15.
+struct Unit16 {
     static constexpr std::size_t UB = 16;
     __m256i v0, v1;
     inline void load(const uint8_t* u) {
@@ -315,6 +315,10 @@ struct Dec8Table {
         v0 = _mm256_cvtepu8_epi32(b);
         v1 = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(b, b));
     }
+};
+
+struct Dec8Table : Unit16 {
+    static constexpr int C = 1;
     inline void col(int, __m256, __m256, const float* t256, __m256& lo, __m256& hi) const {
         lo = _mm256_i32gather_ps(t256, v0, 4);
         hi = _mm256_i32gather_ps(t256, v1, 4);
@@ -327,30 +331,16 @@ inline __m256 lookup16(__m256i idx, __m256 t0, __m256 t1) {
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t0, idx), _mm256_permutevar8x32_ps(t1, idx), sel);
 }
 
-struct Dec4 {
+struct Dec4 : Unit16 {
     static constexpr int C = 2;
-    static constexpr std::size_t UB = 16;
-    __m256i v0, v1;
-    inline void load(const uint8_t* u) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
-        v0 = _mm256_cvtepu8_epi32(b);
-        v1 = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(b, b));
-    }
     inline void col(int c, __m256 t0, __m256 t1, const float*, __m256& lo, __m256& hi) const {
         lo = lookup16(c ? _mm256_srli_epi32(v0, 4) : v0, t0, t1);
         hi = lookup16(c ? _mm256_srli_epi32(v1, 4) : v1, t0, t1);
     }
 };
 
-struct Dec2 {
+struct Dec2 : Unit16 {
     static constexpr int C = 4;
-    static constexpr std::size_t UB = 16;
-    __m256i v0, v1;
-    inline void load(const uint8_t* u) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
-        v0 = _mm256_cvtepu8_epi32(b);
-        v1 = _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(b, b));
-    }
     inline void col(int c, __m256 t0, __m256, const float*, __m256& lo, __m256& hi) const {
         // the table repeats every 4 entries, so the bits above an index do not matter
         lo = _mm256_permutevar8x32_ps(t0, _mm256_srli_epi32(v0, 2 * c));
