@@ -73,6 +73,26 @@ def test_products_match_the_oracle(isa: str, name: str, batch: int) -> None:
         check_product(f, w, batch, rng)
 
 
+@pytest.mark.parametrize("batch", [1, 5, 70])
+@pytest.mark.parametrize("name", sorted(n for n, c in FORMATS.items() if c.kernel_spec is not None))
+def test_kernels_accumulate_into_out(isa: str, name: str, batch: int) -> None:
+    """``accumulate=True`` adds the product (and bias) to what ``out`` holds."""
+    rng = np.random.default_rng(batch)
+    for m, n, k, p0, omega0 in [(37, 300, 7, 0.5, 0.0), (40, 17, 200, 0.0, 0.0), (21, 33, 5, 0.4, 0.25)]:
+        w = random_matrix(rng, m, n, k, p0, omega0)
+        try:
+            f = FORMATS[name].from_dense(w)
+        except TensorError:
+            continue
+        x = rng.standard_normal((batch, n)).astype(np.float32)
+        bias = rng.standard_normal(m).astype(np.float32)
+        start = rng.standard_normal((batch, m)).astype(np.float32)
+        out = start.copy()
+        f.kernel.matmul(x, out, bias, accumulate=True)
+        want = start + ref.matmul(w, x, bias)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4 * (np.abs(x).sum(axis=1).max() + 1))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     m=st.integers(0, 40),
@@ -181,11 +201,11 @@ def test_kernels_reject_bad_csr(isa: str, batch: int) -> None:
     ]
     for row_ptr, col_idx, values, message in cases:
         with pytest.raises(_core.CoreFormatError, match=message):
-            _core.csr_matmul(row_ptr, col_idx, values, 5, 10, x, out)
+            _core.csr_kernel(5, 10, row_ptr, col_idx, values).matmul(x, out)
     with pytest.raises(_core.CoreFormatError, match="values has 19"):
-        _core.csr_matmul(rp, ci, v[:-1], 5, 10, x, out)
+        _core.csr_kernel(5, 10, rp, ci, v[:-1])
     with pytest.raises(_core.CoreFormatError, match="uint8, uint16 or uint32"):
-        _core.csr_matmul(rp.astype(np.int32), ci, v, 5, 10, x, out)
+        _core.csr_kernel(5, 10, rp.astype(np.int32), ci, v)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -196,36 +216,42 @@ def test_kernels_reject_bad_cer_and_cser(isa: str, batch: int) -> None:
     bad_gp = gp.copy()
     bad_gp[3] = 30
     with pytest.raises(_core.CoreFormatError, match="group_ptr"):
-        _core.cer_matmul(rp, bad_gp, ci, om, 5, 10, x, out)
+        _core.cer_kernel(5, 10, rp, bad_gp, ci, om).matmul(x, out)
     with pytest.raises(_core.CoreFormatError, match="more groups"):
-        _core.cer_matmul(rp, gp, ci, om[:2], 5, 10, x, out)
+        _core.cer_kernel(5, 10, rp, gp, ci, om[:2]).matmul(x, out)
     with pytest.raises(_core.CoreFormatError, match="omega is empty"):
-        _core.cer_matmul(rp, gp, ci, om[:0], 5, 10, x, out)
+        _core.cer_kernel(5, 10, rp, gp, ci, om[:0]).matmul(x, out)
     with pytest.raises(_core.CoreFormatError, match=r"dtype of row_ptr"):
-        _core.cer_matmul(rp, gp.astype(np.uint16), ci, om, 5, 10, x, out)
+        _core.cer_kernel(5, 10, rp, gp.astype(np.uint16), ci, om)
     s = CSER.from_dense(SEED)
     args = [np.array(a) for a in (s.row_ptr, s.group_ptr, s.value_idx, s.col_idx, s.values)]
     bad_vi = args[2].copy()
     bad_vi[4] = 2
     with pytest.raises(_core.CoreFormatError, match="value_idx"):
-        _core.cser_matmul(args[0], args[1], bad_vi, args[3], args[4], 0.0, 5, 10, x, out)
+        _core.cser_kernel(5, 10, args[0], args[1], bad_vi, args[3], args[4], 0.0).matmul(x, out)
     bad_ci = args[3].copy()
     bad_ci[-1] = 200
     with pytest.raises(_core.CoreFormatError, match="col_idx"):
-        _core.cser_matmul(args[0], args[1], args[2], bad_ci, args[4], 0.0, 5, 10, x, out)
+        _core.cser_kernel(5, 10, args[0], args[1], args[2], bad_ci, args[4], 0.0).matmul(x, out)
+
+
+def packed(data: np.ndarray, table: np.ndarray, bits: int) -> _core.Kernel:
+    """The 5 x 10 packed kernel without affine decoding."""
+    none_u32, none_f32 = np.zeros(0, np.uint32), np.zeros(0, np.float32)
+    return _core.packed_kernel(5, 10, data, table, none_u32, none_u32, none_f32, bits, False, 1.0, 0.0)
 
 
 def test_kernels_reject_bad_packed(isa: str) -> None:
     p = PackedCodebook.from_dense(SEED)
     x, out = _x(10)
     with pytest.raises(_core.CoreFormatError, match="needs 48"):
-        _core.packed_matmul(p.data[:-1], p.table, 2, 5, 10, x, out)
+        packed(p.data[:-1], p.table, 2).matmul(x, out)
     with pytest.raises(_core.CoreFormatError, match="more entries"):
-        _core.packed_matmul(p.data, np.zeros(5, np.float32), 2, 5, 10, x, out)
+        packed(p.data, np.zeros(5, np.float32), 2).matmul(x, out)
     with pytest.raises(_core.CoreFormatError, match="2, 3, 4 or 8"):
-        _core.packed_matmul(p.data, p.table, 5, 5, 10, x, out)
+        packed(p.data, p.table, 5).matmul(x, out)
     # indices beyond a short table read 0, never outside it
-    _core.packed_matmul(p.data, p.table[:1], 2, 5, 10, x, out)
+    packed(p.data, p.table[:1], 2).matmul(x, out)
     np.testing.assert_array_equal(out, np.zeros((1, 5)))
     levels = np.arange(40).reshape(1, 40) - 20
     levels[0, 0] = 300
@@ -235,10 +261,10 @@ def test_kernels_reject_bad_packed(isa: str) -> None:
     x1, out1 = np.ones((1, 40), np.float32), np.empty((1, 1), np.float32)
     for rows, cols, message in [([1], [2], "corr_rows"), ([0], [40], "corr_cols")]:
         with pytest.raises(_core.CoreFormatError, match=message):
-            _core.packed_matmul(
-                q.data, q.table, 8, 1, 40, x1, out1, None, True, 1.0, 0.0,
-                np.array(rows, np.uint32), np.array(cols, np.uint32), np.ones(1, np.float32),
-            )  # fmt: skip
+            _core.packed_kernel(
+                1, 40, q.data, q.table, np.array(rows, np.uint32), np.array(cols, np.uint32),
+                np.ones(1, np.float32), 8, True, 1.0, 0.0,
+            ).matmul(x1, out1)  # fmt: skip
 
 
 @settings(max_examples=150, deadline=None)
@@ -259,17 +285,17 @@ def test_fuzzed_arrays_never_crash(data: st.DataObject, kind: str, dtype: type, 
         with forced(path):
             try:
                 if kind == "csr":
-                    _core.csr_matmul(arr(m + 1), arr(nnz), np.ones(nnz, np.float32), m, n, x, out)
+                    _core.csr_kernel(m, n, arr(m + 1), arr(nnz), np.ones(nnz, np.float32)).matmul(x, out)
                 elif kind == "cer":
                     omega = np.ones(data.draw(st.integers(1, 5)), np.float32)
-                    _core.cer_matmul(arr(m + 1), arr(groups + 1), arr(nnz), omega, m, n, x, out)
+                    _core.cer_kernel(m, n, arr(m + 1), arr(groups + 1), arr(nnz), omega).matmul(x, out)
                 else:
                     vi = np.array(
                         data.draw(st.lists(st.integers(0, 255), min_size=groups, max_size=groups)), np.uint8
                     )
-                    _core.cser_matmul(
-                        arr(m + 1), arr(groups + 1), vi, arr(nnz), np.ones(3, np.float32), 0.0, m, n, x, out
-                    )
+                    _core.cser_kernel(
+                        m, n, arr(m + 1), arr(groups + 1), vi, arr(nnz), np.ones(3, np.float32), 0.0
+                    ).matmul(x, out)
             except ValueError:
                 pass
 

@@ -15,8 +15,6 @@ from torch import nn  # noqa: E402
 import nnsqueeze  # noqa: E402
 from nnsqueeze.errors import ConfigError, TensorError  # noqa: E402
 from nnsqueeze.sparse import (  # noqa: E402
-    CER,
-    CSER,
     CSR,
     FORMATS,
     FormatError,
@@ -68,31 +66,6 @@ def mnist1d_like() -> nn.Module:
     )
 
 
-def op_args(fmt: object, x: torch.Tensor, bias: torch.Tensor | None) -> tuple[object, tuple[object, ...]]:
-    t = lambda a: torch.from_numpy(np.array(a))  # noqa: E731
-    if isinstance(fmt, CSR):
-        return ops.csr_linear, (x, t(fmt.row_ptr), t(fmt.col_idx), t(fmt.values), bias, fmt.rows, 1)
-    if isinstance(fmt, CER):
-        return ops.cer_linear, (
-            x,
-            t(fmt.row_ptr),
-            t(fmt.group_ptr),
-            t(fmt.col_idx),
-            t(fmt.omega),
-            bias,
-            fmt.rows,
-            1,
-        )
-    if isinstance(fmt, CSER):
-        arrays = (t(fmt.row_ptr), t(fmt.group_ptr), t(fmt.value_idx), t(fmt.col_idx), t(fmt.values))
-        return ops.cser_linear, (x, *arrays, fmt.omega0, bias, fmt.rows, 1)
-    assert isinstance(fmt, PackedCodebook)
-    k = fmt.kernel_args()
-    corr = tuple(t(k[n]) if n in k else None for n in ("corr_rows", "corr_cols", "corr_values"))
-    scalars = (fmt.rows, fmt.bits, k["affine"], k["scale"], k["offset"])
-    return ops.packed_linear, (x, t(fmt.data), t(fmt.table), bias, *scalars, *corr, 1)
-
-
 @pytest.mark.parametrize("name", ["csr", "cer", "cser", "packed"])
 @pytest.mark.parametrize("grad", [False, True])
 def test_opcheck(name: str, grad: bool) -> None:
@@ -101,7 +74,7 @@ def test_opcheck(name: str, grad: bool) -> None:
     fmt = FORMATS[name].from_dense(w)
     x = torch.randn(2, 3, 30, requires_grad=grad)
     bias = torch.randn(20, requires_grad=grad)
-    op, args = op_args(fmt, x, bias)
+    op, args = ops.linear_op(name), ops.linear_args(fmt, x, bias)
     torch.library.opcheck(op, args)
     y = op(*args)
     want = x.detach().double() @ torch.from_numpy(w).double().T + bias.detach().double()
@@ -117,7 +90,7 @@ def test_operators_reject_malformed_tensors() -> None:
     f = CSR.from_dense(SEED)
     bad = torch.from_numpy(np.where(np.arange(20) == 2, 77, np.array(f.col_idx)).astype(np.uint8))
     with pytest.raises(FormatError, match="out of range"):
-        ops.csr_linear(
+        ops.linear_op("csr")(
             torch.ones(10),
             torch.from_numpy(np.array(f.row_ptr)),
             bad,
@@ -125,10 +98,9 @@ def test_operators_reject_malformed_tensors() -> None:
             None,
             5,
         )
+    args = ops.linear_args(f, torch.ones(10, dtype=torch.float64), None)
     with pytest.raises(TypeError, match="float32"):
-        ops.csr_impl(
-            torch.ones(10, dtype=torch.float64), torch.zeros(6, dtype=torch.uint8), bad, bad, None, 5, 1
-        )
+        ops.linear_op("csr")(*args)
 
 
 @pytest.mark.parametrize("fmt", ["dense", "packed", "csr", "cer", "cser"])
@@ -267,3 +239,36 @@ def test_torch_compile(backend: str) -> None:
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_registered_format_gets_modules_and_operators() -> None:
+    """A new format is one registered class: convert, the eager kernel call, the generated operator
+    (opcheck) and its gradient need nothing else (in a subprocess, to leave the registry as it is)."""
+    code = """
+import numpy as np, torch
+from nnsqueeze.sparse import CSR, FORMATS, convert, layer_formats, ops
+from nnsqueeze.sparse.formats import register
+
+@register
+class RowsAgain(CSR):
+    name = "rows_again"
+
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(12, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+with torch.no_grad():
+    for p in model.parameters():
+        p.copy_(torch.round(p * 8) / 8 * (torch.rand_like(p) < 0.5))
+fast = convert(model, "rows_again")
+x = torch.randn(4, 12, requires_grad=True)
+torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+fast(x).sum().backward()
+gx = x.grad.clone()
+x.grad = None
+model(x).sum().backward()
+torch.testing.assert_close(gx, x.grad, rtol=1e-5, atol=1e-5)
+fmt = fast[0].format
+torch.library.opcheck(ops.linear_op("rows_again"), ops.linear_args(fmt, torch.randn(2, 12), None))
+print(layer_formats(fast), "rows_again" in FORMATS)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "{'0': 'rows_again', '2': 'rows_again'} True"

@@ -36,7 +36,7 @@ from nnsqueeze.sparse.cost import (
     format_model_cost,
     vgg16_layers,
 )
-from nnsqueeze.sparse.formats import CER, CSER, CSR, Dense, Format, FormatError
+from nnsqueeze.sparse.formats import CER, CSER, CSR, FORMATS, Dense, Format, FormatError, KernelSpec
 from nnsqueeze.sparse.levels import read_levels
 from nnsqueeze.sparse.packed import PackedCodebook
 
@@ -53,14 +53,6 @@ if TYPE_CHECKING:
     )
 
 isa.force_from_environment()
-
-FORMATS: dict[str, type[Format]] = {
-    "dense": Dense,
-    "packed": PackedCodebook,
-    "csr": CSR,
-    "cer": CER,
-    "cser": CSER,
-}
 
 _TORCH_NAMES = (
     "FormatLinear",
@@ -84,6 +76,7 @@ __all__ = [
     "Format",
     "FormatError",
     "FormatLinear",
+    "KernelSpec",
     "LayerChoice",
     "LayerShape",
     "ModelCost",

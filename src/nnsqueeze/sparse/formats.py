@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -38,6 +40,7 @@ from nnsqueeze.sparse.cost import Access, Energy, OpCounts, ProductCost, activat
 
 _F = TypeVar("_F", bound="Format")
 _UINTS = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
+Scalar = float | int | bool
 
 
 class FormatError(TensorError):
@@ -178,10 +181,49 @@ def _index_dtype(max_value: int, forced: object) -> np.dtype[Any]:
 # --------------------------------------------------------------------------------------- the base
 
 
+@dataclass(frozen=True)
+class KernelSpec:
+    """How a format calls its C++ kernel: ``factory(rows, cols, *arrays, *scalars)`` returns a
+    :class:`nnsqueeze._core.Kernel` bound to the format's attributes named in ``arrays`` and
+    ``scalars``.  Each scalar comes with its type in torch's operator schema ("float", "int" or
+    "bool"); :mod:`.ops` generates the torch operators from this list."""
+
+    factory: Callable[..., _core.Kernel]
+    arrays: tuple[str, ...]
+    scalars: tuple[tuple[str, str], ...] = ()
+
+    def bind(
+        self, shape: tuple[int, int], arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Scalar]
+    ) -> _core.Kernel:
+        """The kernel of a (rows, cols) matrix over these arrays (read zero-copy; checked as read)."""
+        try:
+            return self.factory(
+                *shape, *(arrays[n] for n in self.arrays), *(scalars[n] for n, _ in self.scalars)
+            )
+        except _core.CoreFormatError as exc:
+            raise FormatError(str(exc)) from None
+
+
+FORMATS: dict[str, type[Format]] = {}
+"""Every format by name: the one registry (filled by :func:`register`)."""
+
+
+def register(cls: type[_F]) -> type[_F]:
+    """Class decorator: adds a format to :data:`FORMATS` under its ``name``."""
+    if cls.name in FORMATS:
+        msg = f"format {cls.name!r} is registered twice"
+        raise ConfigError(msg)
+    FORMATS[cls.name] = cls
+    return cls
+
+
 class Format(ABC):
-    """A weight matrix in one storage format.  Subclasses hold their arrays as read-only attributes."""
+    """A weight matrix in one storage format.  Subclasses hold their arrays as read-only attributes,
+    declare how their C++ kernel is called (:class:`KernelSpec`; None for BLAS) and are added to
+    :data:`FORMATS` by :func:`register`."""
 
     name: ClassVar[str]
+    kernel_spec: ClassVar[KernelSpec | None] = None
     shape: tuple[int, int]
 
     @property
@@ -200,10 +242,37 @@ class Format(ABC):
         """Stored scalars besides the arrays (4 bytes each)."""
         return {}
 
+    def kernel_inputs(self) -> tuple[dict[str, np.ndarray], dict[str, Scalar]]:
+        """The arrays and scalars the kernel reads (:attr:`kernel_spec`), by name."""
+        spec = self.kernel_spec
+        if spec is None:
+            return {}, {}
+        return {n: getattr(self, n) for n in spec.arrays}, {n: getattr(self, n) for n, _ in spec.scalars}
+
+    @classmethod
+    def from_kernel_inputs(
+        cls: type[_F], shape: tuple[int, int], arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Scalar]
+    ) -> _F:
+        """The format (checked) from what :meth:`kernel_inputs` returns."""
+        return cls(shape, **arrays, **scalars)  # type: ignore[call-arg]
+
+    @property
+    def kernel(self) -> _core.Kernel:
+        """The C++ kernel bound to this format's arrays (made once)."""
+        bound: _core.Kernel | None = self.__dict__.get("_kernel")
+        if bound is None:
+            if self.kernel_spec is None:
+                msg = f"{self.name} has no C++ kernel"
+                raise ConfigError(msg)
+            bound = self.kernel_spec.bind(self.shape, *self.kernel_inputs())
+            self.__dict__["_kernel"] = bound
+        return bound
+
     def with_arrays(self: _F, arrays: dict[str, np.ndarray]) -> _F:
         """A copy of this format whose arrays are ``arrays`` (same names, equal contents, e.g. views of
         torch buffers): no checks, so only pass arrays equal to :meth:`arrays`."""
         new = copy.copy(self)
+        new.__dict__.pop("_kernel", None)  # bound to the old arrays
         own = self.arrays()
         for name, a in arrays.items():
             if name not in own or a.shape != own[name].shape or a.dtype != own[name].dtype:
@@ -257,11 +326,7 @@ class Format(ABC):
             msg = f"threads must be >= 1, got {threads}"
             raise ConfigError(msg)
         out = np.empty((x2.shape[0], self.rows), dtype=np.float32)
-        try:
-            self._matmul(x2, out, b, threads)
-        except _core.CoreFormatError as exc:
-            msg_0 = f"{self.name}: {exc}"
-            raise FormatError(msg_0) from None
+        self._matmul(x2, out, b, threads)
         return out[0] if vector else out
 
     def matvec(self, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -271,8 +336,12 @@ class Format(ABC):
             raise TensorError(msg)
         return self.matmul(x, bias)
 
-    @abstractmethod
-    def _matmul(self, x: np.ndarray, out: np.ndarray, bias: np.ndarray | None, threads: int) -> None: ...
+    def _matmul(self, x: np.ndarray, out: np.ndarray, bias: np.ndarray | None, threads: int) -> None:
+        try:
+            self.kernel.matmul(x, out, bias, threads=threads)
+        except _core.CoreFormatError as exc:
+            msg = f"{self.name}: {exc}"
+            raise FormatError(msg) from None
 
     @classmethod
     @abstractmethod
@@ -319,6 +388,7 @@ def _bias(bias: object, rows: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- dense
 
 
+@register
 class Dense(Format):
     """The matrix as float32, multiplied by BLAS (NumPy here; torch.nn.functional.linear in modules)."""
 
@@ -374,12 +444,14 @@ def _no_options(options: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------- CSR
 
 
+@register
 class CSR(Format):
     """Compressed sparse row: ``row_ptr`` (rows + 1) into ``col_idx`` and ``values`` (one per nonzero).
 
     Columns ascend within a row.  Zeros are implicit; every other value is stored as float32."""
 
     name = "csr"
+    kernel_spec = KernelSpec(_core.csr_kernel, ("row_ptr", "col_idx", "values"))
 
     def __init__(
         self, shape: tuple[int, int], row_ptr: np.ndarray, col_idx: np.ndarray, values: np.ndarray
@@ -469,11 +541,6 @@ class CSR(Format):
             acc.append(Access("bias", m, 32, 4 * m))
             adds += m
         return ProductCost(tuple(acc), adds, nnz)
-
-    def _matmul(self, x: np.ndarray, out: np.ndarray, bias: np.ndarray | None, threads: int) -> None:
-        _core.csr_matmul(
-            self.row_ptr, self.col_idx, self.values, self.rows, self.cols, x, out, bias, False, threads
-        )
 
 
 # ------------------------------------------------------------------------------------- CER / CSER
@@ -592,6 +659,7 @@ class _GroupedFormat(Format):
         return ProductCost(tuple(acc), adds, mults)
 
 
+@register
 class CER(_GroupedFormat):
     """Compressed Entropy Row.  ``omega`` lists the distinct values by decreasing frequency; omega[0]
     is implicit.  Row r owns groups ``row_ptr[r]:row_ptr[r+1]``; its t-th group holds the columns
@@ -599,6 +667,7 @@ class CER(_GroupedFormat):
     lacks).  Rows are computed as ``sum_t omega[t + 1] * sum(x[group])`` (+ ``omega[0] * sum(x)``)."""
 
     name = "cer"
+    kernel_spec = KernelSpec(_core.cer_kernel, ("row_ptr", "group_ptr", "col_idx", "omega"))
     # Refuse to build CER when padding would multiply the groups beyond this factor of nnz + rows.
     MAX_PADDING = 16
 
@@ -688,31 +757,23 @@ class CER(_GroupedFormat):
         m = self.shape[0]
         return [Access("omega", self.groups + (m if implicit else 0), 32, self.omega.nbytes)]
 
-    def _matmul(self, x: np.ndarray, out: np.ndarray, bias: np.ndarray | None, threads: int) -> None:
-        _core.cer_matmul(
-            self.row_ptr,
-            self.group_ptr,
-            self.col_idx,
-            self.omega,
-            self.rows,
-            self.cols,
-            x,
-            out,
-            bias,
-            threads,
-        )
-
 
 def _row_nnz(row_ptr: np.ndarray, group_ptr: np.ndarray) -> np.ndarray:
     return np.diff(group_ptr.astype(np.int64)[row_ptr.astype(np.int64)])
 
 
+@register
 class CSER(_GroupedFormat):
     """Compressed Shared Elements Row: as CER, but each group names its value, ``values[value_idx[g]]``,
     and only non-empty groups are stored.  ``omega0`` (usually 0) is the implicit value; ``values``
     are the explicit ones by decreasing frequency."""
 
     name = "cser"
+    kernel_spec = KernelSpec(
+        _core.cser_kernel,
+        ("row_ptr", "group_ptr", "value_idx", "col_idx", "values"),
+        (("omega0", "float"),),
+    )
 
     def __init__(
         self,
@@ -796,19 +857,3 @@ class CSER(_GroupedFormat):
             Access("value_idx", self.groups, _bits(self.value_idx), self.value_idx.nbytes),
             Access("values", self.groups, 32, self.values.nbytes),
         ]
-
-    def _matmul(self, x: np.ndarray, out: np.ndarray, bias: np.ndarray | None, threads: int) -> None:
-        _core.cser_matmul(
-            self.row_ptr,
-            self.group_ptr,
-            self.value_idx,
-            self.col_idx,
-            self.values,
-            self.omega0,
-            self.rows,
-            self.cols,
-            x,
-            out,
-            bias,
-            threads,
-        )

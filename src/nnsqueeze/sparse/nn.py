@@ -33,60 +33,39 @@ from nnsqueeze.errors import ConfigError, TensorError
 from nnsqueeze.sparse import ops
 from nnsqueeze.sparse._codes import ValueCodes, codes_from_dense, codes_from_levels
 from nnsqueeze.sparse.cost import CostedFormat, LayerShape, ModelCost, format_model_cost
-from nnsqueeze.sparse.formats import CER, CSER, CSR, Dense, Format, FormatError
+from nnsqueeze.sparse.formats import FORMATS, Format, FormatError
 from nnsqueeze.sparse.levels import read_levels
-from nnsqueeze.sparse.packed import PackedCodebook
 
-FORMAT_NAMES = ("dense", "packed", "csr", "cer", "cser")
 Layer = nn.Linear | nn.Conv1d | nn.Conv2d
-_CLASSES: dict[str, type[Format]] = {
-    "dense": Dense,
-    "packed": PackedCodebook,
-    "csr": CSR,
-    "cer": CER,
-    "cser": CSER,
-}
 
 
 class FormatLinear(nn.Module):
     """``y = x @ W.T + bias`` with W held in a :class:`~nnsqueeze.sparse.Format`.
 
-    The format's arrays are buffers (they travel in the state dict; the module is float32 / CPU
-    only).  ``threads`` > 1 splits the rows of W over threads inside the kernel."""
+    The arrays the format's kernel reads are buffers (they travel in the state dict; the module is
+    float32 / CPU only).  ``threads`` > 1 splits the rows of W over threads inside the kernel."""
 
     def __init__(self, weight: Format, bias: Tensor | None = None, *, threads: int = 1) -> None:
         super().__init__()
         self.kind = weight.name
         self.out_features, self.in_features = weight.shape
         self.threads = threads
-        views: dict[str, np.ndarray] = {}
-        for name, a in weight.arrays().items():
-            t = torch.from_numpy(np.array(a))
-            self.register_buffer(name, t)
-            views[name] = t.numpy()
-        self._format = weight.with_arrays(views)
-        self._names = tuple(views)
-        self.omega0 = float(getattr(weight, "omega0", 0.0))
-        self.bits = int(getattr(weight, "bits", 0))
-        plan = weight.plan if isinstance(weight, PackedCodebook) else None
-        self.affine = plan is not None
-        self.scale = plan.scale if plan else 1.0
-        self.offset = plan.offset if plan else 0.0
-        self.corrected = plan is not None and plan.corr_values.size > 0
-        if plan is not None and self.corrected:
-            self.register_buffer("corr_rows", torch.from_numpy(np.array(plan.corr_rows)))
-            self.register_buffer("corr_cols", torch.from_numpy(np.array(plan.corr_cols)))
-            self.register_buffer("corr_values", torch.from_numpy(np.array(plan.corr_values)))
+        self._spec = weight.kernel_spec
+        arrays, self._scalars = weight.kernel_inputs() if self._spec is not None else (weight.arrays(), {})
+        for name, a in arrays.items():
+            self.register_buffer(name, torch.from_numpy(np.array(a)))
+        self._names = tuple(arrays)
+        self._format = weight.with_arrays({n: self._b(n).numpy() for n in weight.arrays()})
         if bias is not None:
             self.register_buffer("bias", bias.detach().to(torch.float32).contiguous().clone())
         else:
             self.bias: Tensor | None = None
-        self._bound: Callable[[np.ndarray, np.ndarray], None] | None = None
+        self._bound: tuple[_core.Kernel, np.ndarray | None] | None = None
 
     @property
     def format(self) -> Format:
         """The weight as a :class:`~nnsqueeze.sparse.Format` over this module's buffers."""
-        return self._format.with_arrays({n: self._buffers[n].numpy() for n in self._names})  # type: ignore[union-attr]
+        return self._format.with_arrays({n: self._b(n).numpy() for n in self._format.arrays()})
 
     @property
     def weight_nbytes(self) -> int:
@@ -98,46 +77,15 @@ class FormatLinear(nn.Module):
         assert t is not None
         return t
 
-    def _kernel(self) -> Callable[[np.ndarray, np.ndarray], None]:
-        """The C++ call with this module's arrays bound (NumPy views of the buffers, cached until a
-        buffer is replaced)."""
-        if self._bound is not None:
-            return self._bound
-        a = {n: b.detach().numpy() for n, b in self._buffers.items() if b is not None}
-        rows, cols, th, bias = self.out_features, self.in_features, self.threads, a.get("bias")
-        call: Callable[[np.ndarray, np.ndarray], None]
-        if self.kind == "csr":
-
-            def call(x: np.ndarray, out: np.ndarray) -> None:
-                _core.csr_matmul(a["row_ptr"], a["col_idx"], a["values"], rows, cols, x, out, bias, False, th)
-
-        elif self.kind == "cer":
-
-            def call(x: np.ndarray, out: np.ndarray) -> None:
-                _core.cer_matmul(
-                    a["row_ptr"], a["group_ptr"], a["col_idx"], a["omega"], rows, cols, x, out, bias, th
-                )
-
-        elif self.kind == "cser":
-            omega0 = self.omega0
-
-            arrays = (a["row_ptr"], a["group_ptr"], a["value_idx"], a["col_idx"], a["values"])
-
-            def call(x: np.ndarray, out: np.ndarray) -> None:
-                _core.cser_matmul(*arrays, omega0, rows, cols, x, out, bias, th)
-
-        else:
-            bits, affine, scale, offset = self.bits, self.affine, self.scale, self.offset
-            cr, cc, cv = (a.get("corr_rows"), a.get("corr_cols"), a.get("corr_values"))
-
-            def call(x: np.ndarray, out: np.ndarray) -> None:
-                _core.packed_matmul(
-                    a["data"], a["table"], bits, rows, cols, x, out, bias, affine, scale, offset,
-                    corr_rows=cr, corr_cols=cc, corr_values=cv, threads=th,
-                )  # fmt: skip
-
-        self._bound = call
-        return call
+    def _kernel(self) -> tuple[_core.Kernel, np.ndarray | None]:
+        """The C++ kernel bound to NumPy views of the buffers, and the bias view (cached until a buffer
+        is replaced)."""
+        if self._bound is None:
+            assert self._spec is not None
+            views = {n: self._b(n).detach().numpy() for n in self._names}
+            kernel = self._spec.bind(self._format.shape, views, self._scalars)
+            self._bound = (kernel, None if self.bias is None else self.bias.detach().numpy())
+        return self._bound
 
     def _apply(self, fn: Any, recurse: bool = True) -> FormatLinear:  # .to(), .float(), ...: rebind
         self._bound = None
@@ -151,9 +99,10 @@ class FormatLinear(nn.Module):
 
     def linear(self, x: Tensor) -> Tensor:
         """The product for x of shape (..., in_features)."""
+        if self._spec is None:
+            return F.linear(x, self._b("weight"), self.bias)
         if (
-            self.kind != "dense"
-            and type(x) is torch.Tensor
+            type(x) is torch.Tensor
             and x.dtype is torch.float32
             and x.is_cpu
             and not (x.requires_grad and torch.is_grad_enabled())
@@ -168,56 +117,17 @@ class FormatLinear(nn.Module):
             if not x2.is_contiguous():
                 x2 = x2.contiguous()
             o = np.empty((x2.shape[0], self.out_features), dtype=np.float32)  # cheaper than torch.empty
+            kernel, bias = self._kernel()
             try:
-                self._kernel()(x2.numpy(), o)
+                kernel.matmul(x2.numpy(), o, bias, threads=self.threads)
             except _core.CoreFormatError as exc:
                 msg = f"{self.kind}: {exc}"
                 raise FormatError(msg) from None
             out = torch.from_numpy(o)
             return out if flat else out.reshape(*x.shape[:-1], self.out_features)
-        b, rows, th = self.bias, self.out_features, self.threads
-        if self.kind == "dense":
-            return F.linear(x, self._b("weight"), b)
-        y: Tensor
-        if self.kind == "csr":
-            y = ops.csr_linear(x, self._b("row_ptr"), self._b("col_idx"), self._b("values"), b, rows, th)
-            return y
-        if self.kind == "cer":
-            y = ops.cer_linear(
-                x, self._b("row_ptr"), self._b("group_ptr"), self._b("col_idx"), self._b("omega"), b, rows, th
-            )
-            return y
-        if self.kind == "cser":
-            y = ops.cser_linear(
-                x,
-                self._b("row_ptr"),
-                self._b("group_ptr"),
-                self._b("value_idx"),
-                self._b("col_idx"),
-                self._b("values"),
-                self.omega0,
-                b,
-                rows,
-                th,
-            )
-            return y
-        corr = (
-            (self._b("corr_rows"), self._b("corr_cols"), self._b("corr_values"))
-            if self.corrected
-            else (None, None, None)
-        )
-        y = ops.packed_linear(
-            x,
-            self._b("data"),
-            self._b("table"),
-            b,
-            rows,
-            self.bits,
-            self.affine,
-            self.scale,
-            self.offset,
-            *corr,
-            th,
+        arrays = (self._b(n) for n in self._names)
+        y: Tensor = ops.linear_op(self.kind)(
+            x, *arrays, self.bias, *self._scalars.values(), self.out_features, self.threads
         )
         return y
 
@@ -399,7 +309,7 @@ def convert(
     fmt: str = "auto",
     *,
     source: str | Path | NnsqFile | None = None,
-    candidates: Sequence[str] = FORMAT_NAMES,
+    candidates: Sequence[str] | None = None,
     batch_size: int = 1,
     example_inputs: Sequence[Any] | None = None,
     min_gain: float = 0.1,
@@ -408,16 +318,16 @@ def convert(
     inplace: bool = False,
     report: list[LayerChoice] | None = None,
 ) -> nn.Module:
-    """Replaces the Linear and Conv1d/Conv2d layers of ``model`` by modules that compute in ``fmt``
-    ("dense", "packed", "csr", "cer", "cser" or "auto").  The weights are represented exactly, so the
-    outputs match the model's within float rounding.
+    """Replaces the Linear and Conv1d/Conv2d layers of ``model`` by modules that compute in ``fmt``: a
+    name in :data:`~nnsqueeze.sparse.FORMATS` ("dense", "csr", "cer", "cser", "packed") or "auto".
+    The weights are represented exactly, so the outputs match the model's within float rounding.
 
     source
         A ``.nnsq`` file (path or :class:`~nnsqueeze.NnsqFile`) holding the model's weights: layers whose
         ``<name>.weight`` is stored uniformly quantized are built from its integer levels, without a
         float matrix (the model's own weights are used for the others).
     auto
-        Per layer, times every format in ``candidates`` that can hold the weight (round-robin,
+        Per layer, times every format in ``candidates`` (default: all) that can hold the weight (round-robin,
         ``repeats`` rounds) on the layer's input from ``example_inputs`` (a tuple of model arguments)
         or, without it, on ``batch_size`` random rows, and keeps the fastest.  A layer leaves dense only
         for a format at least ``min_gain`` faster than dense (median of the per-round time ratios; when
@@ -429,12 +339,15 @@ def convert(
     Conv layers with groups > 1, string padding or non-zero padding modes stay as they are.  Unless
     ``inplace``, the model is deep-copied first.
     """
-    if fmt != "auto" and fmt not in FORMAT_NAMES:
-        msg = f"unknown format {fmt!r}; use one of {', '.join(FORMAT_NAMES)} or 'auto'"
+    names = tuple(FORMATS)
+    if candidates is None:
+        candidates = names
+    if fmt != "auto" and fmt not in FORMATS:
+        msg = f"unknown format {fmt!r}; use one of {', '.join(names)} or 'auto'"
         raise ConfigError(msg)
-    bad = [c for c in candidates if c not in FORMAT_NAMES]
+    bad = [c for c in candidates if c not in FORMATS]
     if bad or not candidates:
-        msg = f"candidates must be a non-empty subset of {FORMAT_NAMES}, got {tuple(candidates)}"
+        msg = f"candidates must be a non-empty subset of {names}, got {tuple(candidates)}"
         raise ConfigError(msg)
     if batch_size < 1 or repeats < 1 or threads < 1:
         msg = "batch_size, repeats and threads must be >= 1"
@@ -455,7 +368,7 @@ def convert(
                     name, m, codes, candidates, inputs.get(name), batch_size, min_gain, repeats, threads
                 )
             else:
-                new = _module_for(m, _CLASSES[fmt].from_codes(codes), threads)
+                new = _module_for(m, FORMATS[fmt].from_codes(codes), threads)
                 choice = LayerChoice(name, fmt, {}, new.weight_nbytes, 4 * codes.shape[0] * codes.shape[1])
             if report is not None:
                 report.append(choice)
@@ -485,7 +398,7 @@ def _choose(
     for c in candidates:
         if c != "dense":
             try:
-                modules[c] = _module_for(m, _CLASSES[c].from_codes(codes), threads)
+                modules[c] = _module_for(m, FORMATS[c].from_codes(codes), threads)
             except TensorError:  # the format cannot hold this weight (too many values)
                 continue
     dense_bytes = 4 * codes.shape[0] * codes.shape[1]
@@ -553,7 +466,7 @@ def weight_nbytes(model: nn.Module) -> dict[str, int]:
 def model_cost(
     model: nn.Module,
     example_inputs: Sequence[Any],
-    formats: Sequence[str] = FORMAT_NAMES,
+    formats: Sequence[str] | None = None,
     *,
     source: str | Path | NnsqFile | None = None,
 ) -> dict[str, ModelCost]:
@@ -589,13 +502,13 @@ def model_cost(
         if isinstance(source, (str, Path)) and opened is not None:
             opened.close()
     out: dict[str, ModelCost] = {}
-    for fmt in formats:
+    for fmt in tuple(FORMATS) if formats is None else formats:
         entries: list[tuple[LayerShape, CostedFormat]] = []
         try:
             for n, m in layers:
                 c = codes[n]
                 shape = LayerShape(n, c.shape[0], c.shape[1], positions.get(n, 1), m.bias is not None)
-                entries.append((shape, _CLASSES[fmt].from_codes(c)))
+                entries.append((shape, FORMATS[fmt].from_codes(c)))
         except TensorError:
             continue
         out[fmt] = format_model_cost(entries)

@@ -1,16 +1,22 @@
-"""The kernels as torch custom operators (``torch.ops.nnsqueeze.*_linear``), usable in ``torch.compile``.
+"""The kernels as torch custom operators, usable in ``torch.compile``: generated from each format's
+:class:`~nnsqueeze.sparse.formats.KernelSpec`, so a new format gets its operators by being registered.
 
-Each operator computes ``x @ W.T + bias`` for ``x`` of shape (..., cols), float32 on the CPU, with ``W``
-given by its format arrays.  The arrays are read zero-copy (``Tensor.numpy()``) and checked by the
-kernels as they are read, so malformed arrays raise :class:`~nnsqueeze.sparse.FormatError` and are
-never read out of bounds.  The gradient with respect to ``x`` (and ``bias``) is ``grad @ W``, with W
-rebuilt densely: the formats are for inference, the gradient for attribution methods such as LRP.
-Importing this module requires torch.
+For a format named ``F`` with kernel arrays ``a1..an`` and scalars ``s1..sk``:
+
+``torch.ops.nnsqueeze.F_linear(x, a1..an, bias, s1..sk, rows, threads=1)``
+    ``x @ W.T + bias`` for ``x`` of shape (..., cols), float32 on the CPU.  The arrays are read
+    zero-copy (``Tensor.numpy()``) and checked by the kernel as it reads them, so malformed arrays
+    raise :class:`~nnsqueeze.sparse.FormatError` and are never read out of bounds.
+``torch.ops.nnsqueeze.F_dense(a1..an, s1..sk, rows, cols)``
+    W as a dense float32 tensor (the format's checks apply).
+
+The gradient with respect to ``x`` (and ``bias``) is ``grad @ W`` with W from ``F_dense``, so the
+backward pass traces too: the formats are for inference, the gradient for attribution methods such as
+LRP.  Importing this module requires torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,397 +24,135 @@ import torch
 from torch import Tensor
 
 from nnsqueeze import _core
-from nnsqueeze.sparse.formats import CER, CSER, CSR, FormatError
-from nnsqueeze.sparse.packed import PackedCodebook
+from nnsqueeze.errors import ConfigError
+from nnsqueeze.sparse.formats import FORMATS, Format, FormatError, KernelSpec
+
+
+def linear_op(name: str) -> Any:
+    """``torch.ops.nnsqueeze.<name>_linear`` (defined on first use for formats registered later)."""
+    return _operators(name)[0]
+
+
+def dense_op(name: str) -> Any:
+    """``torch.ops.nnsqueeze.<name>_dense``."""
+    return _operators(name)[1]
+
+
+_DEFINED: dict[str, tuple[Any, Any]] = {}  # the generated operators, by format name
+
+
+def _operators(name: str) -> tuple[Any, Any]:
+    if name not in _DEFINED:
+        cls = FORMATS.get(name)
+        if cls is None or cls.kernel_spec is None:
+            kernels = ", ".join(n for n, c in FORMATS.items() if c.kernel_spec is not None)
+            msg = f"no torch operator for format {name!r}; formats with kernels: {kernels}"
+            raise ConfigError(msg)
+        _DEFINED[name] = _define(cls, cls.kernel_spec)
+    return _DEFINED[name]
+
+
+def linear_args(fmt: Format, x: Tensor, bias: Tensor | None, threads: int = 1) -> tuple[Any, ...]:
+    """The arguments of ``linear_op(fmt.name)`` for a format (its arrays copied into tensors)."""
+    arrays, scalars = fmt.kernel_inputs()
+    tensors = tuple(torch.from_numpy(np.array(a)) for a in arrays.values())
+    return (x, *tensors, bias, *scalars.values(), fmt.rows, threads)
 
 
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _run(kernel: Callable[[np.ndarray, np.ndarray], None], x: Tensor, rows: int, name: str) -> Tensor:
-    """Flattens x to (batch, cols), runs the kernel into a new (batch, rows) tensor, restores the shape."""
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        msg = f"{name}: x must be a float32 CPU tensor, got {x.dtype} on {x.device}"
-        raise TypeError(msg)
-    x2 = x.detach().reshape(-1, x.shape[-1]).contiguous() if x.dim() else x.detach().reshape(1, 1)
-    out = torch.empty((x2.shape[0], rows), dtype=torch.float32)
-    try:
-        kernel(x2.numpy(), out.numpy())
-    except _core.CoreFormatError as exc:
-        msg_0 = f"{name}: {exc}"
-        raise FormatError(msg_0) from None
-    return out.reshape(*x.shape[:-1], rows)
+def _linear_impl(cls: type[Format], spec: KernelSpec) -> Any:
+    n, k = len(spec.arrays), len(spec.scalars)
 
-
-def _bias(bias: Tensor | None) -> np.ndarray | None:
-    return None if bias is None else _np(bias.contiguous())
-
-
-# ------------------------------------------------------------------------------- implementations
-
-
-def csr_impl(
-    x: Tensor, row_ptr: Tensor, col_idx: Tensor, values: Tensor, bias: Tensor | None, rows: int, threads: int
-) -> Tensor:
-    cols = x.shape[-1]
-
-    def k(xa: np.ndarray, out: np.ndarray) -> None:
-        _core.csr_matmul(
-            _np(row_ptr), _np(col_idx), _np(values), rows, cols, xa, out, _bias(bias), False, threads
+    def impl(x: Tensor, *rest: Any, threads: int = 1) -> Tensor:
+        # the dispatcher leaves out a trailing argument at its default (threads)
+        arrays, bias, scalars, rows = rest[:n], rest[n], rest[n + 1 : n + 1 + k], rest[n + 1 + k]
+        threads = rest[n + 2 + k] if len(rest) > n + 2 + k else threads
+        op_name = f"{cls.name}_linear"
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            msg = f"{op_name}: x must be a float32 CPU tensor, got {x.dtype} on {x.device}"
+            raise TypeError(msg)
+        x2 = x.detach().reshape(-1, x.shape[-1]).contiguous() if x.dim() else x.detach().reshape(1, 1)
+        kernel = spec.bind(
+            (rows, x2.shape[1]),
+            {name: _np(a) for name, a in zip(spec.arrays, arrays, strict=True)},
+            dict(zip((s for s, _ in spec.scalars), scalars, strict=True)),
         )
+        out = torch.empty((x2.shape[0], rows), dtype=torch.float32)
+        try:
+            b = None if bias is None else _np(bias.contiguous())
+            kernel.matmul(x2.numpy(), out.numpy(), b, threads=threads)
+        except _core.CoreFormatError as exc:
+            msg = f"{op_name}: {exc}"
+            raise FormatError(msg) from None
+        return out.reshape(*x.shape[:-1], rows)
 
-    return _run(k, x, rows, "csr_linear")
+    return impl
 
 
-def cer_impl(
-    x: Tensor,
-    row_ptr: Tensor,
-    group_ptr: Tensor,
-    col_idx: Tensor,
-    omega: Tensor,
-    bias: Tensor | None,
-    rows: int,
-    threads: int,
-) -> Tensor:
-    cols = x.shape[-1]
+def _dense_impl(cls: type[Format], spec: KernelSpec) -> Any:
+    n = len(spec.arrays)
 
-    def k(xa: np.ndarray, out: np.ndarray) -> None:
-        _core.cer_matmul(
-            _np(row_ptr), _np(group_ptr), _np(col_idx), _np(omega), rows, cols, xa, out, _bias(bias), threads
+    def impl(*args: Any) -> Tensor:
+        arrays, scalars, rows, cols = args[:n], args[n:-2], args[-2], args[-1]
+        fmt = cls.from_kernel_inputs(
+            (rows, cols),
+            {name: _np(a) for name, a in zip(spec.arrays, arrays, strict=True)},
+            dict(zip((s for s, _ in spec.scalars), scalars, strict=True)),
         )
+        return torch.from_numpy(fmt.to_dense())
 
-    return _run(k, x, rows, "cer_linear")
-
-
-def cser_impl(
-    x: Tensor,
-    row_ptr: Tensor,
-    group_ptr: Tensor,
-    value_idx: Tensor,
-    col_idx: Tensor,
-    values: Tensor,
-    omega0: float,
-    bias: Tensor | None,
-    rows: int,
-    threads: int,
-) -> Tensor:
-    cols = x.shape[-1]
-
-    def k(xa: np.ndarray, out: np.ndarray) -> None:
-        _core.cser_matmul(
-            _np(row_ptr),
-            _np(group_ptr),
-            _np(value_idx),
-            _np(col_idx),
-            _np(values),
-            omega0,
-            rows,
-            cols,
-            xa,
-            out,
-            _bias(bias),
-            threads,
-        )
-
-    return _run(k, x, rows, "cser_linear")
+    return impl
 
 
-def packed_impl(
-    x: Tensor,
-    data: Tensor,
-    table: Tensor,
-    bias: Tensor | None,
-    rows: int,
-    bits: int,
-    affine: bool,
-    scale: float,
-    offset: float,
-    corr_rows: Tensor | None,
-    corr_cols: Tensor | None,
-    corr_values: Tensor | None,
-    threads: int,
-) -> Tensor:
-    cols = x.shape[-1]
-
-    def k(xa: np.ndarray, out: np.ndarray) -> None:
-        _core.packed_matmul(
-            _np(data),
-            _np(table),
-            bits,
-            rows,
-            cols,
-            xa,
-            out,
-            _bias(bias),
-            affine,
-            scale,
-            offset,
-            None if corr_rows is None else _np(corr_rows),
-            None if corr_cols is None else _np(corr_cols),
-            None if corr_values is None else _np(corr_values),
-            threads,
-        )
-
-    return _run(k, x, rows, "packed_linear")
-
-
-# ----------------------------------------------------------------------------------- operators
-
-
-@torch.library.custom_op("nnsqueeze::csr_linear", mutates_args=(), device_types="cpu")
-def csr_linear(
-    x: Tensor,
-    row_ptr: Tensor,
-    col_idx: Tensor,
-    values: Tensor,
-    bias: Tensor | None,
-    rows: int,
-    threads: int = 1,
-) -> Tensor:
-    """``x @ W.T + bias`` with W in CSR."""
-    return csr_impl(x, row_ptr, col_idx, values, bias, rows, threads)
-
-
-@torch.library.custom_op("nnsqueeze::cer_linear", mutates_args=(), device_types="cpu")
-def cer_linear(
-    x: Tensor,
-    row_ptr: Tensor,
-    group_ptr: Tensor,
-    col_idx: Tensor,
-    omega: Tensor,
-    bias: Tensor | None,
-    rows: int,
-    threads: int = 1,
-) -> Tensor:
-    """``x @ W.T + bias`` with W in CER."""
-    return cer_impl(x, row_ptr, group_ptr, col_idx, omega, bias, rows, threads)
-
-
-@torch.library.custom_op("nnsqueeze::cser_linear", mutates_args=(), device_types="cpu")
-def cser_linear(
-    x: Tensor,
-    row_ptr: Tensor,
-    group_ptr: Tensor,
-    value_idx: Tensor,
-    col_idx: Tensor,
-    values: Tensor,
-    omega0: float,
-    bias: Tensor | None,
-    rows: int,
-    threads: int = 1,
-) -> Tensor:
-    """``x @ W.T + bias`` with W in CSER."""
-    return cser_impl(x, row_ptr, group_ptr, value_idx, col_idx, values, omega0, bias, rows, threads)
-
-
-@torch.library.custom_op("nnsqueeze::packed_linear", mutates_args=(), device_types="cpu")
-def packed_linear(
-    x: Tensor,
-    data: Tensor,
-    table: Tensor,
-    bias: Tensor | None,
-    rows: int,
-    bits: int,
-    affine: bool = False,
-    scale: float = 1.0,
-    offset: float = 0.0,
-    corr_rows: Tensor | None = None,
-    corr_cols: Tensor | None = None,
-    corr_values: Tensor | None = None,
-    threads: int = 1,
-) -> Tensor:
-    """``x @ W.T + bias`` with W a packed codebook (affine decoding with corrections if ``affine``)."""
-    return packed_impl(
-        x, data, table, bias, rows, bits, affine, scale, offset, corr_rows, corr_cols, corr_values, threads
+def _define(cls: type[Format], spec: KernelSpec) -> tuple[Any, Any]:
+    arrays = ", ".join(f"Tensor {a}" for a in spec.arrays)
+    scalars = "".join(f", {t} {s}" for s, t in spec.scalars)
+    n, k = len(spec.arrays), len(spec.scalars)
+    linear = torch.library.custom_op(
+        f"nnsqueeze::{cls.name}_linear",
+        _linear_impl(cls, spec),
+        mutates_args=(),
+        device_types="cpu",
+        schema=f"(Tensor x, {arrays}, Tensor? bias{scalars}, int rows, int threads=1) -> Tensor",
+    )
+    dense = torch.library.custom_op(
+        f"nnsqueeze::{cls.name}_dense",
+        _dense_impl(cls, spec),
+        mutates_args=(),
+        device_types="cpu",
+        schema=f"({arrays}{scalars}, int rows, int cols) -> Tensor",
     )
 
+    def linear_fake(x: Tensor, *rest: Any, threads: int = 1) -> Tensor:
+        return x.new_empty((*x.shape[:-1], rest[n + 1 + k]))
 
-def _fake(x: Tensor, *args: Any, rows: int) -> Tensor:
-    return x.new_empty((*x.shape[:-1], rows))
+    def dense_fake(first: Tensor, *rest: Any) -> Tensor:
+        return first.new_empty((rest[-2], rest[-1]), dtype=torch.float32)
 
+    linear.register_fake(linear_fake)
+    dense.register_fake(dense_fake)
 
-@csr_linear.register_fake
-def _(
-    x: Tensor,
-    row_ptr: Tensor,
-    col_idx: Tensor,
-    values: Tensor,
-    bias: Tensor | None,
-    rows: int,
-    threads: int = 1,
-) -> Tensor:
-    return _fake(x, rows=rows)
-
-
-@cer_linear.register_fake
-def _(
-    x: Tensor,
-    row_ptr: Tensor,
-    group_ptr: Tensor,
-    col_idx: Tensor,
-    omega: Tensor,
-    bias: Tensor | None,
-    rows: int,
-    threads: int = 1,
-) -> Tensor:
-    return _fake(x, rows=rows)
-
-
-@cser_linear.register_fake
-def _(
-    x: Tensor,
-    row_ptr: Tensor,
-    group_ptr: Tensor,
-    value_idx: Tensor,
-    col_idx: Tensor,
-    values: Tensor,
-    omega0: float,
-    bias: Tensor | None,
-    rows: int,
-    threads: int = 1,
-) -> Tensor:
-    return _fake(x, rows=rows)
-
-
-@packed_linear.register_fake
-def _(
-    x: Tensor,
-    data: Tensor,
-    table: Tensor,
-    bias: Tensor | None,
-    rows: int,
-    bits: int,
-    affine: bool = False,
-    scale: float = 1.0,
-    offset: float = 0.0,
-    corr_rows: Tensor | None = None,
-    corr_cols: Tensor | None = None,
-    corr_values: Tensor | None = None,
-    threads: int = 1,
-) -> Tensor:
-    return _fake(x, rows=rows)
-
-
-# ------------------------------------------------------------------------------------ gradients
-# Only x and bias get gradients: grad @ W, with W rebuilt densely by the *_dense operators (checked
-# like the constructors), so that the backward pass traces too.
-
-
-@torch.library.custom_op("nnsqueeze::csr_dense", mutates_args=(), device_types="cpu")
-def csr_dense(row_ptr: Tensor, col_idx: Tensor, values: Tensor, rows: int, cols: int) -> Tensor:
-    """The CSR matrix as a dense float32 tensor."""
-    return torch.from_numpy(CSR((rows, cols), _np(row_ptr), _np(col_idx), _np(values)).to_dense())
-
-
-@torch.library.custom_op("nnsqueeze::cer_dense", mutates_args=(), device_types="cpu")
-def cer_dense(
-    row_ptr: Tensor, group_ptr: Tensor, col_idx: Tensor, omega: Tensor, rows: int, cols: int
-) -> Tensor:
-    """The CER matrix as a dense float32 tensor."""
-    return torch.from_numpy(
-        CER((rows, cols), _np(omega), _np(row_ptr), _np(group_ptr), _np(col_idx)).to_dense()
-    )
-
-
-@torch.library.custom_op("nnsqueeze::cser_dense", mutates_args=(), device_types="cpu")
-def cser_dense(
-    row_ptr: Tensor,
-    group_ptr: Tensor,
-    value_idx: Tensor,
-    col_idx: Tensor,
-    values: Tensor,
-    omega0: float,
-    rows: int,
-    cols: int,
-) -> Tensor:
-    """The CSER matrix as a dense float32 tensor."""
-    f = CSER((rows, cols), _np(values), _np(row_ptr), _np(group_ptr), _np(value_idx), _np(col_idx), omega0)
-    return torch.from_numpy(f.to_dense())
-
-
-@torch.library.custom_op("nnsqueeze::packed_dense", mutates_args=(), device_types="cpu")
-def packed_dense(data: Tensor, table: Tensor, rows: int, cols: int, bits: int) -> Tensor:
-    """The packed codebook matrix as a dense float32 tensor."""
-    return torch.from_numpy(PackedCodebook((rows, cols), bits, _np(data), _np(table)).to_dense())
-
-
-def _dense_fake(first: Tensor, rows: int, cols: int) -> Tensor:
-    return first.new_empty((rows, cols), dtype=torch.float32)
-
-
-@csr_dense.register_fake
-def _(row_ptr: Tensor, col_idx: Tensor, values: Tensor, rows: int, cols: int) -> Tensor:
-    return _dense_fake(values, rows, cols)
-
-
-@cer_dense.register_fake
-def _(row_ptr: Tensor, group_ptr: Tensor, col_idx: Tensor, omega: Tensor, rows: int, cols: int) -> Tensor:
-    return _dense_fake(omega, rows, cols)
-
-
-@cser_dense.register_fake
-def _(
-    row_ptr: Tensor,
-    group_ptr: Tensor,
-    value_idx: Tensor,
-    col_idx: Tensor,
-    values: Tensor,
-    omega0: float,
-    rows: int,
-    cols: int,
-) -> Tensor:
-    return _dense_fake(values, rows, cols)
-
-
-@packed_dense.register_fake
-def _(data: Tensor, table: Tensor, rows: int, cols: int, bits: int) -> Tensor:
-    return _dense_fake(table, rows, cols)
-
-
-def _grads(ctx: Any, grad: Tensor, w: Tensor) -> tuple[Tensor | None, Tensor | None]:
-    gx = grad.matmul(w) if ctx.need_x else None
-    gb = grad.reshape(-1, grad.shape[-1]).sum(0) if ctx.need_bias else None
-    return gx, gb
-
-
-def _setup(n_arrays: int, bias_at: int) -> Callable[[Any, tuple[Any, ...], Any], None]:
     def setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.save_for_backward(*inputs[1 : 1 + n_arrays])
-        ctx.cols = inputs[0].shape[-1]
-        ctx.need_x = ctx.needs_input_grad[0]
-        ctx.need_bias = ctx.needs_input_grad[bias_at]
-        # the scalars (rows, bits, omega0, ...) for the dense rebuild; tensors are saved above
-        ctx.inputs = tuple(None if isinstance(v, Tensor) else v for v in inputs)
+        ctx.save_for_backward(*inputs[1 : 1 + n])
+        ctx.scalars = inputs[n + 2 : n + 2 + k]
+        ctx.rows, ctx.cols = inputs[n + 2 + k], inputs[0].shape[-1]
+        ctx.need_x, ctx.need_bias = ctx.needs_input_grad[0], ctx.needs_input_grad[n + 1]
 
-    return setup
+    def backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
+        w = dense(*ctx.saved_tensors, *ctx.scalars, ctx.rows, ctx.cols)
+        gx = grad.matmul(w) if ctx.need_x else None
+        gb = grad.reshape(-1, grad.shape[-1]).sum(0) if ctx.need_bias else None
+        return (gx, *(None,) * n, gb, *(None,) * (k + 2))
 
-
-def _csr_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
-    w = csr_dense(*ctx.saved_tensors, ctx.inputs[5], ctx.cols)
-    gx, gb = _grads(ctx, grad, w)
-    return gx, None, None, None, gb, None, None
-
-
-def _cer_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
-    w = cer_dense(*ctx.saved_tensors, ctx.inputs[6], ctx.cols)
-    gx, gb = _grads(ctx, grad, w)
-    return gx, None, None, None, None, gb, None, None
+    linear.register_autograd(backward, setup_context=setup)
+    return linear, dense
 
 
-def _cser_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
-    w = cser_dense(*ctx.saved_tensors, ctx.inputs[6], ctx.inputs[8], ctx.cols)
-    gx, gb = _grads(ctx, grad, w)
-    return gx, None, None, None, None, None, None, gb, None, None
+for _name, _cls in FORMATS.items():  # defined at import, so that traced graphs find them
+    if _cls.kernel_spec is not None:
+        _operators(_name)
 
-
-def _packed_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
-    w = packed_dense(*ctx.saved_tensors, ctx.inputs[4], ctx.cols, ctx.inputs[5])
-    gx, gb = _grads(ctx, grad, w)
-    return (gx, None, None, gb) + (None,) * 9
-
-
-csr_linear.register_autograd(_csr_backward, setup_context=_setup(3, 4))
-cer_linear.register_autograd(_cer_backward, setup_context=_setup(4, 5))
-cser_linear.register_autograd(_cser_backward, setup_context=_setup(5, 7))
-packed_linear.register_autograd(_packed_backward, setup_context=_setup(2, 3))
+__all__ = ["dense_op", "linear_args", "linear_op"]

@@ -16,6 +16,7 @@ few table entries off the grid become sparse corrections.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,16 @@ from nnsqueeze import _core
 from nnsqueeze.errors import ConfigError, TensorError
 from nnsqueeze.sparse._codes import ValueCodes
 from nnsqueeze.sparse.cost import Access, ProductCost, activation_accesses
-from nnsqueeze.sparse.formats import Format, FormatError, check_shape, float_array, uint_array
+from nnsqueeze.sparse.formats import (
+    Format,
+    FormatError,
+    KernelSpec,
+    Scalar,
+    check_shape,
+    float_array,
+    register,
+    uint_array,
+)
 
 PANEL_ROWS = 16
 UNIT_COLS = {2: 4, 3: 8, 4: 2, 8: 1}
@@ -141,11 +151,24 @@ def affine_plan(table: np.ndarray, codes: np.ndarray) -> AffinePlan | None:
     return AffinePlan(scale, offset, rows.astype(np.uint32), cols.astype(np.uint32), delta.astype(np.float32))
 
 
+_NO_CORRECTIONS = AffinePlan(
+    1.0, 0.0, np.zeros(0, np.uint32), np.zeros(0, np.uint32), np.zeros(0, np.float32)
+)  # what the kernel reads without affine decoding
+
+
+@register
 class PackedCodebook(Format):
     """``bits``-bit indices (2, 3, 4 or 8) into ``table`` (at most 2**bits float32 values), in panels of
-    16 rows: see :func:`pack`."""
+    16 rows: see :func:`pack`.  ``plan`` is the affine decoding of 8-bit indices (None: table lookups),
+    derived from the table and the indices; the kernel reads it as ``affine``, ``scale``, ``offset``
+    and the correction arrays."""
 
     name = "packed"
+    kernel_spec = KernelSpec(
+        _core.packed_kernel,
+        ("data", "table", "corr_rows", "corr_cols", "corr_values"),
+        (("bits", "int"), ("affine", "bool"), ("scale", "float"), ("offset", "float")),
+    )
 
     def __init__(self, shape: tuple[int, int], bits: int, data: np.ndarray, table: np.ndarray) -> None:
         self.shape = check_shape(shape)
@@ -221,29 +244,35 @@ class PackedCodebook(Format):
             adds += m
         return ProductCost(tuple(acc), adds, m * n)
 
-    def kernel_args(self) -> dict[str, Any]:
-        """Keyword arguments of ``_core.packed_matmul`` besides the operands."""
-        p = self.plan
-        if p is None:
-            return {"affine": False, "scale": 1.0, "offset": 0.0}
-        args: dict[str, Any] = {"affine": True, "scale": p.scale, "offset": p.offset}
-        if p.corr_values.size:
-            args.update(corr_rows=p.corr_rows, corr_cols=p.corr_cols, corr_values=p.corr_values)
-        return args
+    @classmethod
+    def from_kernel_inputs(
+        cls, shape: tuple[int, int], arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Scalar]
+    ) -> PackedCodebook:
+        return cls(shape, int(scalars["bits"]), arrays["data"], arrays["table"])  # the plan is derived
 
-    def _matmul(self, x: np.ndarray, out: np.ndarray, bias: np.ndarray | None, threads: int) -> None:
-        _core.packed_matmul(
-            self.data,
-            self.table,
-            self.bits,
-            self.rows,
-            self.cols,
-            x,
-            out,
-            bias,
-            threads=threads,
-            **self.kernel_args(),
-        )
+    @property
+    def affine(self) -> bool:
+        return self.plan is not None
+
+    @property
+    def scale(self) -> float:
+        return (self.plan or _NO_CORRECTIONS).scale
+
+    @property
+    def offset(self) -> float:
+        return (self.plan or _NO_CORRECTIONS).offset
+
+    @property
+    def corr_rows(self) -> np.ndarray:
+        return (self.plan or _NO_CORRECTIONS).corr_rows
+
+    @property
+    def corr_cols(self) -> np.ndarray:
+        return (self.plan or _NO_CORRECTIONS).corr_cols
+
+    @property
+    def corr_values(self) -> np.ndarray:
+        return (self.plan or _NO_CORRECTIONS).corr_values
 
 
 def _grid_codes(codes: ValueCodes) -> tuple[np.ndarray, np.ndarray]:
