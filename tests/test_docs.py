@@ -17,6 +17,7 @@ MODULES = [
     "nnsqueeze.quant.rdo",
     "nnsqueeze.quant.fisher",
     "nnsqueeze.fl.screening",
+    "nnsqueeze.package",
     "nnsqueeze.sparse.isa",
 ]
 

@@ -30,10 +30,12 @@ from nnsqueeze.errors import (
     ConfigError,
     MissingDependencyError,
     NnsqueezeError,
+    PackageError,
     ReplyRejected,
     TensorError,
     UnsupportedVersionError,
 )
+from nnsqueeze.package import compress_directory, decompress_to
 from nnsqueeze.quant import qp_to_step
 from nnsqueeze.quant.fisher import fisher_diagonal
 
@@ -48,12 +50,15 @@ __all__ = [
     "MissingDependencyError",
     "NnsqFile",
     "NnsqueezeError",
+    "PackageError",
     "ReplyRejected",
     "TensorError",
     "TensorReport",
     "UnsupportedVersionError",
     "compress",
+    "compress_directory",
     "decompress",
+    "decompress_to",
     "fisher_diagonal",
     "load_state_dict",
     "qp_to_step",

@@ -376,36 +376,20 @@ def compress(
             target_metric,
             min_metric,
         )
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        from nnsqueeze.package import compress_directory
+
+        return compress_directory(source, dest, options=opts, metadata=metadata, progress=progress)
     importance = _importance_arrays(fisher)
     started = time.perf_counter()
     checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source)
     meta = dict(checkpoint.metadata)
-    # Checked at run time: callers may be untyped.
-    user_items: list[tuple[object, object]] = list((metadata or {}).items())
-    for key, value in user_items:
-        if not isinstance(key, str) or not isinstance(value, str):
-            msg = f"metadata must map str to str, got {key!r}: {value!r}"
-            raise ConfigError(msg)
-        meta[key] = value
+    meta.update(checked_metadata(metadata))
     meta.setdefault("nnsqueeze.source_format", checkpoint.format)
     writer = ContainerWriter(dest)
-    reports: list[TensorReport] = []
-    raw = 0
     try:
-        for coded in ordered_map(
-            lambda t: encode_tensor(t, opts, importance.get(t.name)),
-            checkpoint.tensors,
-            opts.worker_count,
-            cost=lambda t: t.array.nbytes,
-        ):
-            writer.add(coded.header, coded.payload)
-            reports.append(coded.report)
-            raw += coded.raw_bytes
-            if progress is not None:
-                progress(coded.report)
-        notes = [f"{r.name}: {r.note}" for r in reports if r.note]
-        if notes:  # `nnsqueeze info` shows the metadata
-            meta[NOTES_KEY] = "; ".join(notes)
+        reports, raw = code_tensors(writer, checkpoint.tensors, opts, importance, progress)
+        add_notes(meta, reports)
         size = writer.close(meta, checkpoint.attachments)
     except BaseException:
         writer.abort()
@@ -419,6 +403,48 @@ def compress(
         time.perf_counter() - started,
         opts.weight_step,
     )
+
+
+def checked_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """User metadata, checked at run time (callers may be untyped): str keys and values only."""
+    user_items: list[tuple[object, object]] = list((metadata or {}).items())
+    for key, value in user_items:
+        if not isinstance(key, str) or not isinstance(value, str):
+            msg = f"metadata must map str to str, got {key!r}: {value!r}"
+            raise ConfigError(msg)
+    return {str(k): str(v) for k, v in user_items}
+
+
+def code_tensors(
+    writer: ContainerWriter,
+    tensors: Iterable[NamedTensor],
+    opts: CompressOptions,
+    importance: Mapping[str, np.ndarray] | None = None,
+    progress: Callable[[TensorReport], None] | None = None,
+) -> tuple[list[TensorReport], int]:
+    """Codes tensors (a few in parallel, in order) into ``writer``; returns their reports and raw bytes."""
+    reports: list[TensorReport] = []
+    raw = 0
+    imp = importance or {}
+    for coded in ordered_map(
+        lambda t: encode_tensor(t, opts, imp.get(t.name)),
+        tensors,
+        opts.worker_count,
+        cost=lambda t: t.array.nbytes,
+    ):
+        writer.add(coded.header, coded.payload)
+        reports.append(coded.report)
+        raw += coded.raw_bytes
+        if progress is not None:
+            progress(coded.report)
+    return reports, raw
+
+
+def add_notes(meta: dict[str, str], reports: Iterable[TensorReport]) -> None:
+    """Lists the tensors coded differently from the options, and why, in the metadata (``info`` shows it)."""
+    notes = [f"{r.name}: {r.note}" for r in reports if r.note]
+    if notes:
+        meta[NOTES_KEY] = "; ".join(notes)
 
 
 def _compress_to_target(
@@ -573,7 +599,20 @@ class NnsqFile:
         def read(name: str) -> NamedTensor:  # on the worker threads: reading and CRC checks too
             return decode_record(*self._reader.read_record(self._entry(name)), threads=workers)
 
-        yield from ordered_map(read, names or self.names, workers, cost=lambda n: self._entry(n).length)
+        yield from ordered_map(
+            read, self.names if names is None else names, workers, cost=lambda n: self._entry(n).length
+        )
+
+
+def _named_tensors(f: NnsqFile, threads: int | None) -> Iterator[NamedTensor]:
+    """The tensors of a file; for a model package, those of its tensor files under their own names."""
+    from nnsqueeze.package import package_tensors, read_manifest
+
+    manifest = read_manifest(f)
+    if manifest is None:
+        yield from f.tensors(threads=threads)
+    else:
+        yield from package_tensors(f, manifest, threads=threads)
 
 
 def decompress(
@@ -582,20 +621,23 @@ def decompress(
     """Decodes every tensor of an ``.nnsq`` file or byte string to NumPy arrays.
 
     Arrays keep their dtype, except bfloat16, which NumPy lacks: it comes back as float32
-    (exactly); use :func:`load_state_dict` for torch tensors in the original dtypes.
+    (exactly); use :func:`load_state_dict` for torch tensors in the original dtypes.  For a model
+    package the tensors of all its tensor files are merged by name (see
+    :func:`nnsqueeze.package.package_tensors`); :func:`nnsqueeze.decompress_to` writes its files.
     """
     with NnsqFile(source) as f:
         return {
             t.name: (to_float32(t.array, t.dtype) if t.dtype == "bfloat16" else t.array)
-            for t in f.tensors(threads=threads)
+            for t in _named_tensors(f, threads)
         }
 
 
 def load_state_dict(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, threads: int | None = None
 ) -> dict[str, Any]:
-    """Decodes an ``.nnsq`` file to a PyTorch state dict (dtypes as stored, bfloat16 included)."""
+    """Decodes an ``.nnsq`` file (or model package) to a PyTorch state dict (dtypes as stored,
+    bfloat16 included)."""
     from nnsqueeze.io import to_torch_state_dict
 
     with NnsqFile(source) as f:
-        return to_torch_state_dict(f.tensors(threads=threads))
+        return to_torch_state_dict(_named_tensors(f, threads))

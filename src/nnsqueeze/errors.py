@@ -33,3 +33,8 @@ class MissingDependencyError(NnsqueezeError, ImportError):
 
 class ReplyRejected(NnsqueezeError, ValueError):
     """A federated client's reply is excluded from aggregation (stale, replayed, absurd weight, ...)."""
+
+
+class PackageError(NnsqueezeError, ValueError):
+    """A model directory cannot be packed, or a package cannot be written out: a symbolic link in the
+    source, an unsafe path (absolute, '..', duplicate) in a package's file list, an existing output."""

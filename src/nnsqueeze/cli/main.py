@@ -15,8 +15,16 @@ from nnsqueeze.cli.progress import Progress
 from nnsqueeze.cli.squeeze import add_squeeze_parser
 from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, compress
 from nnsqueeze.coding.methods import METHODS
-from nnsqueeze.errors import NnsqueezeError
+from nnsqueeze.errors import NnsqueezeError, PackageError
 from nnsqueeze.io import NamedTensor
+from nnsqueeze.package import (
+    FILE_PREFIX,
+    PACKAGE_KEY,
+    Manifest,
+    compress_directory,
+    decompress_to,
+    read_manifest,
+)
 
 
 def _positive_float(text: str) -> float:
@@ -67,6 +75,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
         )
         for trial in report.search:
             print(f"  qp {trial.qp:7.2f}: {_human(trial.file_bytes)}", file=sys.stderr)
+    elif src.is_dir():
+        bar = Progress(0, "compress")
+        report = compress_directory(
+            src, out, options=opts, progress=lambda t: bar.step(t.name), follow_symlinks=args.follow_symlinks
+        )
+        bar.close()
     else:
         checkpoint = open_checkpoint(src)
         bar = Progress(checkpoint.num_tensors, "compress")
@@ -92,6 +106,17 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     started = time.perf_counter()
     with NnsqFile(src) as f:
+        manifest = read_manifest(f)
+    if manifest is not None:
+        bar = Progress(len(manifest.files), "decompress")
+        decompress_to(src, out, force=args.force, threads=args.threads, progress=bar.step)
+        bar.close()
+        print(f"{src} -> {out}/ ({len(manifest.files)} files, {time.perf_counter() - started:.2f} s)")
+        return 0
+    if out.is_dir():
+        msg = f"{out} is a directory, but {src} holds one checkpoint: name an output file (.safetensors, ...)"
+        raise PackageError(msg)
+    with NnsqFile(src) as f:
         bar = Progress(len(f.names), "decompress")
 
         def tensors() -> Iterator[NamedTensor]:
@@ -111,6 +136,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         return print_formats(args.input)
     with NnsqFile(args.input) as f:
+        manifest = read_manifest(f)
+        if manifest is not None:
+            print_package(args.input, f, manifest)
         rows = []
         total_elems = total_bytes = 0
         for name in f.names:
@@ -147,8 +175,38 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{8 * total_bytes / max(total_elems, 1):.3f} bits/param"
         )
         for key, value in f.metadata.items():
-            print(f"metadata {key} = {value}")
+            if key != PACKAGE_KEY:
+                print(f"metadata {key} = {value}")
     return 0
+
+
+def print_package(label: str, f: NnsqFile, manifest: Manifest) -> None:
+    """The files of a package: path, kind, source bytes, stored bytes, tensors."""
+    print(f"{label}: model package, {len(manifest.files)} files")
+    rows = [("file", "kind", "bytes", "stored", "tensors")]
+    attached = f.attachments
+    for e in manifest.files:
+        if e.kind == "file":
+            stored = len(attached[FILE_PREFIX + e.path])
+            kind = f"file ({e.codec})"
+        else:
+            stored = sum(f.record_size(e.record(t)) for t in e.tensors)
+            kind = f"tensors ({e.format})"
+        rows.append(
+            (e.path, kind, str(e.size), str(stored), str(len(e.tensors)) if e.kind == "tensors" else "-")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print(
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    for e in manifest.files:
+        if e.note:
+            print(f"  {e.path}: {e.note}")
+    for d in manifest.dirs:
+        print(f"  {d}/ (empty directory)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -165,10 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser(
-        "compress", help="compress a checkpoint (.safetensors, .pt, .pth, .npz, .onnx) to .nnsq"
+        "compress",
+        help="compress a checkpoint (.safetensors, .pt, .pth, .npz, .onnx) or a model directory to .nnsq",
     )
-    c.add_argument("input")
+    c.add_argument("input", help="a checkpoint file, or a model directory (every file goes into one package)")
     c.add_argument("-o", "--output", help="output .nnsq path (default: input with .nnsq suffix)")
+    c.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="in a directory, store what symbolic links to files point to (default: refuse links)",
+    )
     group = c.add_mutually_exclusive_group()
     group.add_argument(
         "--qp",
@@ -222,7 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decompress", help="decompress .nnsq to .safetensors, .pt, .npz or .onnx")
     d.add_argument("input")
-    d.add_argument("-o", "--output", required=True, help="output file; its suffix picks the format")
+    d.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file (its suffix picks the format), or for a model package the output directory",
+    )
+    d.add_argument("--force", action="store_true", help="replace an existing output directory")
     d.add_argument("--threads", type=int)
     d.set_defaults(run=cmd_decompress)
 

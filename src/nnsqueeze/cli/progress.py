@@ -8,6 +8,8 @@ from typing import TextIO
 
 
 class Progress:
+    """``total`` 0: the count is not known ahead (a directory's tensors), so no bar is drawn."""
+
     def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
         self.total, self.label, self.done = total, label, 0
         self.stream = stream or sys.stderr
@@ -18,13 +20,15 @@ class Progress:
         self.done += 1
         if not self.enabled:
             return
-        width = 24
-        filled = width * self.done // max(self.total, 1)
-        bar = "#" * filled + "-" * (width - filled)
         elapsed = time.perf_counter() - self.started
-        self.stream.write(
-            f"\r{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {detail[:40]:<40}"
-        )
+        if self.total:
+            width = 24
+            filled = width * self.done // self.total
+            bar = "#" * filled + "-" * (width - filled)
+            count = f"[{bar}] {self.done}/{self.total}"
+        else:
+            count = f"{self.done}"
+        self.stream.write(f"\r{self.label} {count} {elapsed:5.1f}s {detail[:40]:<40}")
         self.stream.flush()
 
     def close(self) -> None:
