@@ -18,6 +18,7 @@ MODULES = [
     "nnsqueeze.quant.fisher",
     "nnsqueeze.fl.screening",
     "nnsqueeze.package",
+    "nnsqueeze.update",
     "nnsqueeze.sparse.isa",
 ]
 

@@ -25,6 +25,7 @@ from nnsqueeze.codec import (
     load_state_dict,
 )
 from nnsqueeze.errors import (
+    BaseMismatchError,
     BitstreamError,
     CheckpointError,
     ConfigError,
@@ -38,10 +39,12 @@ from nnsqueeze.errors import (
 from nnsqueeze.package import compress_directory, decompress_to
 from nnsqueeze.quant import qp_to_step
 from nnsqueeze.quant.fisher import fisher_diagonal
+from nnsqueeze.update import apply_update, compress_update
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseMismatchError",
     "BitstreamError",
     "CheckpointError",
     "CompressOptions",
@@ -55,8 +58,10 @@ __all__ = [
     "TensorError",
     "TensorReport",
     "UnsupportedVersionError",
+    "apply_update",
     "compress",
     "compress_directory",
+    "compress_update",
     "decompress",
     "decompress_to",
     "fisher_diagonal",

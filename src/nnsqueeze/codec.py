@@ -36,7 +36,7 @@ from nnsqueeze.coding.container import (
 )
 from nnsqueeze.coding.parallel import ordered_map
 from nnsqueeze.dtypes import FLOAT_DTYPES, storage_dtype, to_float32
-from nnsqueeze.errors import BitstreamError, ConfigError
+from nnsqueeze.errors import BaseMismatchError, BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
 from nnsqueeze.quant.rdo import normalized_importance, rdo_encode, trellis_encode, uniform_encode
 from nnsqueeze.quant.uniform import check_step, qp_to_step, quantize, step_to_qp, unquantizable
@@ -604,10 +604,15 @@ class NnsqFile:
         )
 
 
-def _named_tensors(f: NnsqFile, threads: int | None) -> Iterator[NamedTensor]:
-    """The tensors of a file; for a model package, those of its tensor files under their own names."""
+def named_tensors(f: NnsqFile, threads: int | None) -> Iterator[NamedTensor]:
+    """The tensors of a file; for a model package, those of its tensor files under their own names.
+    An update (differences from a base) raises :class:`BaseMismatchError`: alone it is no model."""
     from nnsqueeze.package import package_tensors, read_manifest
+    from nnsqueeze.update import UPDATE_KEY
 
+    if UPDATE_KEY in f.metadata:
+        msg = "this file is an update against a base model: decode it with nnsqueeze.apply_update (--base)"
+        raise BaseMismatchError(msg)
     manifest = read_manifest(f)
     if manifest is None:
         yield from f.tensors(threads=threads)
@@ -628,7 +633,7 @@ def decompress(
     with NnsqFile(source) as f:
         return {
             t.name: (to_float32(t.array, t.dtype) if t.dtype == "bfloat16" else t.array)
-            for t in _named_tensors(f, threads)
+            for t in named_tensors(f, threads)
         }
 
 
@@ -640,4 +645,4 @@ def load_state_dict(
     from nnsqueeze.io import to_torch_state_dict
 
     with NnsqFile(source) as f:
-        return to_torch_state_dict(_named_tensors(f, threads))
+        return to_torch_state_dict(named_tensors(f, threads))

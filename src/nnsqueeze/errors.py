@@ -38,3 +38,8 @@ class ReplyRejected(NnsqueezeError, ValueError):
 class PackageError(NnsqueezeError, ValueError):
     """A model directory cannot be packed, or a package cannot be written out: a symbolic link in the
     source, an unsafe path (absolute, '..', duplicate) in a package's file list, an existing output."""
+
+
+class BaseMismatchError(NnsqueezeError, ValueError):
+    """An update is decoded against a base other than the one it was coded against (its SHA-256
+    differs), without a base, or a full model is given where an update is expected."""

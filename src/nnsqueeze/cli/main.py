@@ -15,7 +15,7 @@ from nnsqueeze.cli.progress import Progress
 from nnsqueeze.cli.squeeze import add_squeeze_parser
 from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, compress
 from nnsqueeze.coding.methods import METHODS
-from nnsqueeze.errors import NnsqueezeError, PackageError
+from nnsqueeze.errors import ConfigError, NnsqueezeError, PackageError
 from nnsqueeze.io import NamedTensor
 from nnsqueeze.package import (
     FILE_PREFIX,
@@ -25,6 +25,7 @@ from nnsqueeze.package import (
     decompress_to,
     read_manifest,
 )
+from nnsqueeze.update import DEFAULT_UPDATE_QP, UPDATE_KEY, apply_update_tensors, compress_update, update_info
 
 
 def _positive_float(text: str) -> float:
@@ -52,8 +53,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     src = Path(args.input)
     out = Path(args.output) if args.output else src.with_suffix(".nnsq")
+    default_qp = DEFAULT_UPDATE_QP if args.base else DEFAULT_QP
     opts = CompressOptions(
-        qp=args.qp,
+        qp=default_qp if args.qp is None else args.qp,
         step=args.step,
         lossless=args.lossless,
         threads=args.threads,
@@ -64,6 +66,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
         effort=args.effort,
         strict=args.strict,
     )
+    if args.base:
+        if args.target_size is not None or args.target_bpp is not None:
+            msg = "--base codes an update at its own step: drop --target-size / --target-bpp"
+            raise ConfigError(msg)
+        report = compress_update(src, args.base, out, options=opts)
+        print(
+            f"{src} -> {out}: update against {', '.join(args.base)}: {_human(report.raw_bytes)} -> "
+            f"{_human(report.file_bytes)} ({len(report.tensors)} tensors stored, "
+            f"step {report.weight_step:.4g}, {report.seconds:.2f} s)"
+        )
+        return 0
     if args.target_size is not None or args.target_bpp is not None:
         print(
             f"searching the step for {'a size of ' + args.target_size if args.target_size else ''}"
@@ -107,6 +120,15 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with NnsqFile(src) as f:
         manifest = read_manifest(f)
+        update = update_info(f)
+    if update is not None or args.base:
+        model = apply_update_tensors(src, args.base or [], threads=args.threads)
+        write_checkpoint(out, model.values())
+        print(
+            f"{src} + {', '.join(args.base or [])} -> {out} ({len(model)} tensors, "
+            f"{time.perf_counter() - started:.2f} s)"
+        )
+        return 0
     if manifest is not None:
         bar = Progress(len(manifest.files), "decompress")
         decompress_to(src, out, force=args.force, threads=args.threads, progress=bar.step)
@@ -139,6 +161,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         manifest = read_manifest(f)
         if manifest is not None:
             print_package(args.input, f, manifest)
+        update = update_info(f)
+        if update is not None:
+            counts = {
+                k: sum(v == k for v in update.kinds.values()) for k in sorted(set(update.kinds.values()))
+            }
+            print(
+                f"{args.input}: update of the model with SHA-256 {update.base_sha256} ({update.base_tensors} "
+                f"tensors); {', '.join(f'{n} {k}' for k, n in counts.items())}"
+            )
         rows = []
         total_elems = total_bytes = 0
         for name in f.names:
@@ -175,7 +206,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{8 * total_bytes / max(total_elems, 1):.3f} bits/param"
         )
         for key, value in f.metadata.items():
-            if key != PACKAGE_KEY:
+            if key not in (PACKAGE_KEY, UPDATE_KEY):
                 print(f"metadata {key} = {value}")
     return 0
 
@@ -229,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="a checkpoint file, or a model directory (every file goes into one package)")
     c.add_argument("-o", "--output", help="output .nnsq path (default: input with .nnsq suffix)")
     c.add_argument(
+        "--base",
+        action="append",
+        metavar="BASE",
+        help="code an update against this model (checkpoint, directory or .nnsq); repeat for a chain: "
+        f"the full model, then the updates on it.  Default --qp for updates: {DEFAULT_UPDATE_QP}",
+    )
+    c.add_argument(
         "--follow-symlinks",
         action="store_true",
         help="in a directory, store what symbolic links to files point to (default: refuse links)",
@@ -237,8 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--qp",
         type=int,
-        default=DEFAULT_QP,
-        help=f"quantization parameter, step = 2^(qp/4) (default {DEFAULT_QP})",
+        help=f"step = 2^(qp/4) (default {DEFAULT_QP}, {DEFAULT_UPDATE_QP} with --base)",
     )
     group.add_argument("--step", type=_positive_float, help="quantization step size (overrides --qp)")
     c.add_argument("--lossless", action="store_true", help="store all float tensors bit-exactly")
@@ -293,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file (its suffix picks the format), or for a model package the output directory",
     )
     d.add_argument("--force", action="store_true", help="replace an existing output directory")
+    d.add_argument(
+        "--base",
+        action="append",
+        metavar="BASE",
+        help="the model an update was coded against (repeat for a chain: the full model first)",
+    )
     d.add_argument("--threads", type=int)
     d.set_defaults(run=cmd_decompress)
 
