@@ -389,14 +389,28 @@ def compress(
     writer = ContainerWriter(dest)
     try:
         reports, raw = code_tensors(writer, checkpoint.tensors, opts, importance, progress)
-        add_notes(meta, reports)
-        size = writer.close(meta, checkpoint.attachments)
+        return finish(writer, meta, checkpoint.attachments, reports, raw, started, opts)
     except BaseException:
         writer.abort()
         raise
+
+
+def finish(
+    writer: ContainerWriter,
+    meta: dict[str, str],
+    attachments: Mapping[str, bytes],
+    reports: list[TensorReport],
+    raw: int,
+    started: float,
+    opts: CompressOptions,
+) -> CompressionReport:
+    """Notes the tensors coded differently in the metadata, closes the file and reports on it (the
+    caller aborts the writer if this raises)."""
+    add_notes(meta, reports)
+    size = writer.close(meta, attachments)
     return CompressionReport(
         writer.path,
-        writer.getvalue() if dest is None else None,
+        writer.getvalue() if writer.path is None else None,
         tuple(reports),
         size,
         raw,

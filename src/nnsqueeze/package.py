@@ -51,9 +51,9 @@ from nnsqueeze.codec import (
     CompressOptions,
     NnsqFile,
     TensorReport,
-    add_notes,
     checked_metadata,
     code_tensors,
+    finish,
 )
 from nnsqueeze.coding.container import ContainerWriter
 from nnsqueeze.errors import BitstreamError, CheckpointError, PackageError
@@ -329,20 +329,10 @@ def compress_directory(
                 raw += entry.size
             entries.append(entry)
         meta[PACKAGE_KEY] = Manifest(tuple(entries), tuple(empty)).to_json()
-        add_notes(meta, reports)
-        size = writer.close(meta, attachments)
+        return finish(writer, meta, attachments, reports, raw, started, opts)
     except BaseException:
         writer.abort()
         raise
-    return CompressionReport(
-        writer.path,
-        writer.getvalue() if dest is None else None,
-        tuple(reports),
-        size,
-        raw,
-        time.perf_counter() - started,
-        opts.weight_step,
-    )
 
 
 # ------------------------------------------------------------------------------------- extract

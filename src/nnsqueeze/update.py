@@ -45,9 +45,9 @@ from nnsqueeze.codec import (
     NnsqFile,
     Source,
     TensorReport,
-    add_notes,
     checked_metadata,
     encode_tensor,
+    finish,
     named_tensors,
 )
 from nnsqueeze.coding.container import ContainerWriter
@@ -256,20 +256,10 @@ def compress_update(
             writer.add(coded.header, coded.payload)
             reports.append(coded.report)
         meta[UPDATE_KEY] = UpdateInfo(digest, len(base), kinds).to_json()
-        add_notes(meta, reports)
-        size = writer.close(meta, {})
+        return finish(writer, meta, {}, reports, raw, started, opts)
     except BaseException:
         writer.abort()
         raise
-    return CompressionReport(
-        writer.path,
-        writer.getvalue() if dest is None else None,
-        tuple(reports),
-        size,
-        raw,
-        time.perf_counter() - started,
-        opts.weight_step,
-    )
 
 
 # ------------------------------------------------------------------------------------- decoding
