@@ -137,7 +137,9 @@ def index_body(data: bytes) -> bytes:
 def with_index_body(data: bytes, body: bytes) -> bytes:
     """``data`` with its index body replaced by ``body`` (CRC, offsets and footer recomputed)."""
     index_offset, _, magic = _FOOTER.unpack_from(data, len(data) - _FOOTER.size)
-    index = b"INDX" + body + struct.pack("<I", zlib.crc32(body))
+    major, minor = struct.unpack_from("<HH", data, 8)
+    covered = data[:16] + body if (major, minor) >= (2, 1) else body  # 2.1: the preamble too
+    index = b"INDX" + body + struct.pack("<I", zlib.crc32(covered))
     return data[:index_offset] + index + _FOOTER.pack(index_offset, len(index), magic)
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import nnsqueeze
 from nnsqueeze import CompressOptions, ConfigError, NnsqFile, TensorError
 from nnsqueeze.coding import Adaptation, decode_levels, encode_levels
+from nnsqueeze.coding.container import FORMAT_VERSION
 
 MAX_LEVEL = 2**30 - 1
 OPTS = CompressOptions()
@@ -447,7 +448,7 @@ def test_nnsqfile_random_access(tmp_path: Path) -> None:
     for source in (dest, str(dest), dest.read_bytes(), bytearray(dest.read_bytes())):
         with NnsqFile(source) as f:
             assert f.names == tuple(tensors)
-            assert f.version == (2, 0)
+            assert f.version == FORMAT_VERSION
             for key, value in meta.items():
                 assert f.metadata[key] == value
             assert f.metadata["nnsqueeze.source_format"] == "mapping"

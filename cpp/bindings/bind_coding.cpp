@@ -12,6 +12,7 @@
 #include "nnsqueeze/checksum.hpp"
 #include "nnsqueeze/level_coder.hpp"
 #include "nnsqueeze/plane_coder.hpp"
+#include "nnsqueeze/token_coder.hpp"
 #include "nnsqueeze/trellis.hpp"
 
 namespace nb = nanobind;
@@ -145,6 +146,42 @@ void bind_coding(nb::module_& m) {
         },
         "payload"_a.noconvert(), "rows"_a, "cols"_a, "num_gtx"_a, "fast_shift"_a, "slow_shift"_a, "step"_a,
         "out"_a.noconvert());
+
+    m.attr("TOKEN_CLASSES") = nnsqueeze::kTokenClasses;
+    m.def("max_elements_for_token_payload", &nnsqueeze::max_elements_for_token_payload, "payload_bytes"_a);
+
+    m.def(
+        "encode_tokens",
+        [](Levels levels, std::size_t rows, std::size_t cols) {
+            check_count(rows, cols, levels.shape(0));
+            std::vector<uint8_t> out;
+            {
+                nb::gil_scoped_release release;
+                out.reserve(levels.shape(0) / 2 + 64);
+                nnsqueeze::encode_tokens(levels.data(), rows, cols, out);
+            }
+            return to_bytes(out);
+        },
+        "levels"_a.noconvert(), "rows"_a, "cols"_a);
+
+    m.def(
+        "decode_tokens",
+        [](Bytes payload, std::size_t rows, std::size_t cols, LevelsOut out) {
+            check_count(rows, cols, out.shape(0));
+            nb::gil_scoped_release release;
+            nnsqueeze::decode_tokens(payload.data(), payload.shape(0), rows, cols, out.data());
+        },
+        "payload"_a.noconvert(), "rows"_a, "cols"_a, "out"_a.noconvert());
+
+    m.def(
+        "decode_tokens_dequantize",
+        [](Bytes payload, std::size_t rows, std::size_t cols, int64_t offset, double step, FloatsOut out) {
+            check_count(rows, cols, out.shape(0));
+            nb::gil_scoped_release release;
+            nnsqueeze::decode_tokens_dequantize(payload.data(), payload.shape(0), rows, cols, offset, step,
+                                                out.data());
+        },
+        "payload"_a.noconvert(), "rows"_a, "cols"_a, "offset"_a, "step"_a, "out"_a.noconvert());
 
     m.def(
         "encode_bytes",

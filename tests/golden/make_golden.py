@@ -146,6 +146,20 @@ def _chunked() -> list[NamedTensor]:
     ]
 
 
+def _tokens() -> list[NamedTensor]:
+    """Tensors for the token coder (format 2.1): a weight with large levels (raw magnitude bits), a
+    1-D tensor around a zero point, an empty tensor, and chunks of rows at ``chunk_elements=64``."""
+    f32 = np.float32
+    return [
+        NamedTensor("tok.weight", _peaked((24, 40), 100, 0.5).astype(f32), "float32"),
+        NamedTensor("tok.wide", _peaked((6, 11), 101, 500.0).astype(f32), "float32"),
+        NamedTensor("tok.gain", (1.0 + _peaked((24,), 102, 0.01)).astype(f32), "float32"),
+        NamedTensor("tok.weight_bf16", _bf16(_peaked((5, 16), 103, 0.1)), "bfloat16"),
+        NamedTensor("tok.empty", np.zeros((0, 4), f32), "float32"),
+        NamedTensor("tok.zeros", np.zeros((3, 5), f32), "float32"),
+    ]
+
+
 # name -> (tensors, options, metadata, attachments)
 CASES: dict[str, tuple[Callable[[], list[NamedTensor]], dict[str, Any], dict[str, str], dict[str, bytes]]] = {
     "lossy": (_lossy, {}, {"golden": "lossy", "note": "ünïcödé ✓"}, {}),
@@ -154,6 +168,7 @@ CASES: dict[str, tuple[Callable[[], list[NamedTensor]], dict[str, Any], dict[str
     "options": (_options_mix, {"qp": -20, "qp_1d_offset": -16, "num_gtx": 4}, {}, {}),
     "chunks": (_chunked, {"chunk_elements": 64, "lossless_1d": True}, {"golden": "chunks"}, {}),
     "trellis": (_chunked, {"chunk_elements": 64, "trellis": True, "rdo_lambda": 0.1}, {}, {}),
+    "tokens": (_tokens, {"coder": "tokens", "chunk_elements": 64}, {"golden": "tokens"}, {}),
 }
 
 

@@ -64,6 +64,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         trellis=args.trellis,
         chunk_elements=args.chunk_elements,
         effort=args.effort,
+        coder=args.coder,
         strict=args.strict,
     )
     if args.base:
@@ -296,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="coder-setting search per tensor: 1 one pass (default), 2 and 3 try more settings "
         "on small tensors (0.1-0.7 %% smaller there)",
+    )
+    c.add_argument(
+        "--coder",
+        choices=("auto", "tokens", "cabac"),
+        default="auto",
+        help="entropy coder of quantized tensors: tokens (rANS, ~4x faster decode), cabac (adaptive, "
+        "~0.1 %% smaller on large tensors), auto (default: tokens for weights of >= 2^16 elements; "
+        "with --effort 2 or 3 both, keeping the smaller)",
     )
     c.add_argument(
         "--chunk-elements",

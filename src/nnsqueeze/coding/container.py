@@ -29,9 +29,9 @@ from nnsqueeze.errors import BitstreamError, UnsupportedVersionError
 from nnsqueeze.io._common import create_temp
 
 MAGIC = b"\x89NNSQ\r\n\x1a"
-FORMAT_VERSION = (2, 0)
+FORMAT_VERSION = (2, 1)
 # Majors this reader decodes (each up to its newest minor); 1.0 files differ only in record headers.
-_MINORS = {1: 0, 2: 0}
+_MINORS = {1: 0, 2: 1}
 _PREAMBLE = struct.Struct("<8sHHI")
 _FOOTER = struct.Struct("<QQ8s")
 _FOOTER_MAGIC = b"NNSQEND\0"
@@ -56,8 +56,9 @@ class Method:
     BYTES = 3  # any tensor: raw element bytes, coded losslessly
     DEPENDENT = 4  # float tensor: trellis-coded symbols, value = recon(k, state) * step
     PLANES = 5  # any tensor (2.0): byte planes of the raw elements, rANS where it pays
+    TOKENS = 6  # float tensor (2.1): value = (level + offset) * step, levels as rANS-coded tokens
 
-    LEVEL_METHODS = (UNIFORM, INTEGER, DEPENDENT)
+    LEVEL_METHODS = (UNIFORM, INTEGER, DEPENDENT, TOKENS)
     RAW_METHODS = (BYTES, PLANES)
 
 
@@ -171,6 +172,9 @@ def decode_record_header(data: bytes, what: str, version: tuple[int, int] = FORM
     method = cur.fixed("<B")
     levels = None
     itemsize = 0
+    if method == Method.TOKENS and version < (2, 1):
+        msg = f"{what}: coding method {method} in a format {version[0]}.{version[1]} file (needs 2.1)"
+        raise BitstreamError(msg)
     if method in Method.LEVEL_METHODS:
         step = cur.float64()
         offset = cur.svarint()
@@ -250,7 +254,8 @@ class ContainerWriter:
             self._tmp, self._file = create_temp(self.path)
         self._entries: list[IndexEntry] = []
         self._names: set[str] = set()
-        self._file.write(_PREAMBLE.pack(MAGIC, *FORMAT_VERSION, 0))
+        self._preamble = _PREAMBLE.pack(MAGIC, *FORMAT_VERSION, 0)
+        self._file.write(self._preamble)
         self.bytes_written = _PREAMBLE.size
 
     def add(self, header: RecordHeader, payload: Payload) -> int:
@@ -275,7 +280,7 @@ class ContainerWriter:
     def close(self, metadata: Mapping[str, str], attachments: Mapping[str, bytes]) -> int:
         """Writes index and footer, syncs and renames into place; returns the file size."""
         body = encode_index(self._entries, metadata, attachments)
-        index = _INDEX_MAGIC + body + crc32(body)
+        index = _INDEX_MAGIC + body + crc32(self._preamble, body)
         self._file.write(index)
         self._file.write(_FOOTER.pack(self.bytes_written, len(index), _FOOTER_MAGIC))
         self.bytes_written += len(index) + _FOOTER.size
@@ -424,7 +429,8 @@ class ContainerReader:
         if self.size < _PREAMBLE.size + _FOOTER.size:
             msg = f"{self.label}: too short to be an .nnsq file ({self.size} bytes)"
             raise BitstreamError(msg)
-        magic, major, minor, flags = _PREAMBLE.unpack(self._read(0, _PREAMBLE.size))
+        preamble = bytes(self._read(0, _PREAMBLE.size))
+        magic, major, minor, flags = _PREAMBLE.unpack(preamble)
         if magic != MAGIC:
             msg = f"{self.label}: not an .nnsq file (bad magic)"
             raise BitstreamError(msg)
@@ -450,7 +456,9 @@ class ContainerReader:
             raise BitstreamError(msg)
         raw = bytes(self._read(index_offset, index_length))
         body = raw[4:-CRC_BYTES]
-        if raw[:4] != _INDEX_MAGIC or crc32(body) != raw[-CRC_BYTES:]:
+        # From 2.1 the index checksum covers the preamble too, so a flipped version is caught.
+        covered = (preamble, body) if (major, minor) >= (2, 1) else (body,)
+        if raw[:4] != _INDEX_MAGIC or crc32(*covered) != raw[-CRC_BYTES:]:
             msg = f"{self.label}: index checksum mismatch (file corrupt)"
             raise BitstreamError(msg)
         return (major, minor), decode_index(body, index_offset)

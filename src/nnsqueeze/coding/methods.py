@@ -19,13 +19,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from nnsqueeze.coding import cabac, planes
+from nnsqueeze.coding import cabac, planes, tokens
 from nnsqueeze.coding.cabac import Adaptation, CoderSettings, rows_cols
 from nnsqueeze.coding.chunks import row_ranges, split_payload
 from nnsqueeze.coding.container import LevelParams, Method, Payload, RecordHeader
 from nnsqueeze.coding.parallel import parallel_map
 from nnsqueeze.dtypes import FLOAT_DTYPES, from_float32, storage_dtype
 from nnsqueeze.errors import BitstreamError
+from nnsqueeze.quant.uniform import quantize
 
 # Codes one chunk (a rows x cols matrix and the importance of those rows, if any) with a coder
 # setting; returns the payload and the objective to minimise over settings (bits, or RD cost).
@@ -81,8 +82,7 @@ class LevelMethod(CodingMethod):
             tried = [(encode_rows(matrix, importance, s), s) for s in candidates]
             (payload, _), settings = min(tried, key=lambda t: t[0][1])
             entry_points = ()
-        rate = settings.adaptation
-        params = LevelParams(settings.num_gtx, rate.fast_shift, rate.slow_shift, offset, step)
+        params = self._params(settings, offset, step)
         header = RecordHeader(
             name, dtype, shape, self.code, params, 0, len(payload), chunk_rows, entry_points
         )
@@ -95,12 +95,21 @@ class LevelMethod(CodingMethod):
         def decode(data: bytes | memoryview, shape: tuple[int, ...], p: LevelParams, out: np.ndarray) -> None:
             cabac.decode_levels(data, shape, num_gtx=p.num_gtx, adaptation=_rate(p), out=out)
 
-        return _decode_rows(header, payload, np.int32, decode, threads)
+        return _decode_rows(header, payload, np.int32, decode, threads, self.max_elements)
 
     def decode(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
         self._checked(header)
-        values = _decode_rows(header, payload, self.out_dtype, self._decode_into, threads)
+        values = _decode_rows(header, payload, self.out_dtype, self._decode_into, threads, self.max_elements)
         return self._finish(header, values)
+
+    def _params(self, settings: CoderSettings, offset: int, step: float) -> LevelParams:
+        """The record header's level parameters."""
+        rate = settings.adaptation
+        return LevelParams(settings.num_gtx, rate.fast_shift, rate.slow_shift, offset, step)
+
+    def max_elements(self, payload_bytes: int) -> int:
+        """Most levels a payload (or chunk) of this size can carry: refused before allocating."""
+        return cabac.max_elements_for_payload(payload_bytes)
 
     def _checked(self, header: RecordHeader) -> LevelParams:
         p = header.levels
@@ -126,7 +135,10 @@ class _QuantizedMethod(LevelMethod):
     """Level methods of float tensors: a step and an offset within the level range."""
 
     def _checked(self, header: RecordHeader) -> LevelParams:
-        p = super()._checked(header)
+        return self._checked_quantization(header, super()._checked(header))
+
+    @staticmethod
+    def _checked_quantization(header: RecordHeader, p: LevelParams) -> LevelParams:
         if abs(p.offset) > cabac.MAX_ABS_LEVEL:
             msg = f"level offset {p.offset} out of range"
             raise BitstreamError(msg)
@@ -150,6 +162,50 @@ class UniformMethod(_QuantizedMethod):
         cabac.decode_dequantized(
             data, shape, p.step, offset=p.offset, num_gtx=p.num_gtx, adaptation=_rate(p), out=out
         )
+
+
+class TokensMethod(_QuantizedMethod):
+    """Float tensors on a uniform grid like :class:`UniformMethod`, the levels coded as rANS tokens
+    (:mod:`nnsqueeze.coding.tokens`): about 4x faster to decode.  The header's CABAC settings are
+    unused and must be zero."""
+
+    code = Method.TOKENS
+    name = "uniform-tokens"
+
+    def encode_rows(self, step: float, name: str) -> RowEncoder:
+        """The row encoder of :meth:`encode`: quantizes float32 rows at ``step`` and codes the levels."""
+
+        def encode_rows(rows: np.ndarray, _: np.ndarray | None, __: CoderSettings) -> tuple[bytes, float]:
+            payload = tokens.encode_tokens(quantize(rows, step, name=name))
+            return payload, len(payload)
+
+        return encode_rows
+
+    def _params(self, settings: CoderSettings, offset: int, step: float) -> LevelParams:
+        return LevelParams(0, 0, 0, offset, step)
+
+    def read_levels(self, header: RecordHeader, payload: Payload, *, threads: int = 1) -> np.ndarray:
+        self._checked(header)
+
+        def decode(data: bytes | memoryview, shape: tuple[int, ...], p: LevelParams, out: np.ndarray) -> None:
+            tokens.decode_tokens(data, shape, out=out)
+
+        return _decode_rows(header, payload, np.int32, decode, threads, self.max_elements)
+
+    def max_elements(self, payload_bytes: int) -> int:
+        return tokens.max_elements_for_payload(payload_bytes)
+
+    def _checked(self, header: RecordHeader) -> LevelParams:
+        p = header.levels
+        if p is None or (p.num_gtx, p.fast_shift, p.slow_shift) != (0, 0, 0):
+            msg = f"{self.name} record with CABAC settings (must be zero)"
+            raise BitstreamError(msg)
+        return self._checked_quantization(header, p)
+
+    def _decode_into(
+        self, data: bytes | memoryview, shape: tuple[int, ...], p: LevelParams, out: np.ndarray
+    ) -> None:
+        tokens.decode_dequantized(data, shape, p.step, offset=p.offset, out=out)
 
 
 class DependentMethod(_QuantizedMethod):
@@ -343,7 +399,8 @@ INTEGER = IntegerMethod()
 BYTES = BytesMethod()
 DEPENDENT = DependentMethod()
 PLANES = PlanesMethod()
-METHODS: dict[int, CodingMethod] = {m.code: m for m in (UNIFORM, INTEGER, BYTES, DEPENDENT, PLANES)}
+TOKENS = TokensMethod()
+METHODS: dict[int, CodingMethod] = {m.code: m for m in (UNIFORM, INTEGER, BYTES, DEPENDENT, PLANES, TOKENS)}
 
 
 def method_of(header: RecordHeader) -> CodingMethod:
@@ -365,6 +422,7 @@ def _decode_rows(
     dtype: type[np.generic],
     decode: _RowDecoder,
     threads: int,
+    max_elements: Callable[[int], int],
 ) -> np.ndarray:
     """Runs ``decode`` on the whole level payload, or on each chunk of rows into its slice of the
     output (each chunk is coded like a tensor of its rows), on up to ``threads`` threads."""
@@ -375,7 +433,7 @@ def _decode_rows(
     chunks = split_payload(payload, header.entry_points) if header.entry_points else [memoryview(payload)]
     # Refused before allocating: every chunk must be able to carry its rows.
     for (begin, end), data in zip(ranges, chunks, strict=True):
-        if (end - begin) * cols > cabac.max_elements_for_payload(len(data)):
+        if (end - begin) * cols > max_elements(len(data)):
             msg = f"{(end - begin) * cols} elements cannot come from {len(data)} bytes (corrupt header?)"
             raise BitstreamError(msg)
     out = np.empty(rows * cols, dtype=dtype)

@@ -26,10 +26,12 @@ def read_levels(source: NnsqFile, name: str) -> Levels | None:
     ``level * step``).  Raises KeyError for an unknown name, BitstreamError for a corrupt record."""
     header, payload = source.read_record(name)
     p = header.levels
-    if header.method != Method.UNIFORM or p is None:
+    method = methods.METHODS.get(header.method)
+    uniform = header.method in (Method.UNIFORM, Method.TOKENS)
+    if not uniform or p is None or not isinstance(method, methods.LevelMethod):
         return None
     try:
-        levels = methods.UNIFORM.read_levels(header, payload)
+        levels = method.read_levels(header, payload)
     except (ConfigError, TensorError, ValueError) as exc:
         msg = f"tensor {name!r}: {exc}"
         raise BitstreamError(msg) from None
