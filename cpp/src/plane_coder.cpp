@@ -10,17 +10,17 @@
 
 #include "nnsqueeze/arith.hpp"
 #include "nnsqueeze/parallel.hpp"
+#include "rans.hpp"
 
 namespace nnsqueeze {
 namespace {
 
 enum PlaneMode : uint8_t { kRaw = 0, kConstant = 1, kRans = 2 };
 
-// rANS with 32-bit states kept in [2^15, 2^31) and 16-bit renormalisation: one symbol moves a
-// state by at most one word in either direction, so renormalisation is a single test.
-constexpr int kLanes = 4;
-constexpr uint32_t kStateLow = 1u << 15;
-constexpr uint32_t kSlotMask = kPlaneProbOne - 1;
+// rANS as the token coder speaks it (rans.hpp): four interleaved 32-bit states, 12-bit frequencies.
+static_assert(kPlaneProbBits == detail::kRansProbBits);
+constexpr int kLanes = detail::kRansLanes;
+constexpr uint32_t kSlotMask = detail::kRansSlotMask;
 constexpr std::size_t kBitmapBytes = 32;
 constexpr double kMinSaving = 0.98;  // rANS only where it saves 2 %: below that, decode speed is worth more
 
@@ -188,54 +188,17 @@ std::size_t table_bytes(const Frequencies& f) {
 // ---------------------------------------------------------------------------------------------
 // rANS encoder
 
-struct EncSymbol {
-    uint32_t x_max;     // states at or above this shed a word before coding the symbol
-    uint32_t rcp;       // ceil(2^(31 + shift) / freq): x / freq = (x * rcp) >> (31 + shift) for x < 2^31
-    uint32_t shift;
-    uint32_t bias;      // cumulative frequency
-    uint32_t cmpl;      // 2^12 - freq
-};
-
 void encode_rans(const uint8_t* symbols, std::size_t n, const Frequencies& f, std::vector<uint8_t>& stream) {
-    std::array<EncSymbol, 256> table{};
+    std::array<detail::RansEncSymbol, 256> table{};
     uint32_t cum = 0;
     for (int s = 0; s < 256; ++s) {
         if (!f[s]) continue;
-        uint32_t shift = 0;
-        while ((1u << shift) < f[s]) ++shift;
-        const uint64_t rcp = ((uint64_t{1} << (31 + shift)) + f[s] - 1) / f[s];
-        table[s] = {f[s] << 19, static_cast<uint32_t>(rcp), 31 + shift, cum, kPlaneProbOne - f[s]};
+        table[s] = detail::rans_enc_symbol(cum, f[s]);
         cum += f[s];
     }
-    // Every symbol sheds at most one word; words are written from the back, so they end up in
-    // reading order.
-    std::vector<uint16_t> words(n + 1);
-    uint16_t* w = words.data() + words.size();
-    std::array<uint32_t, kLanes> state;
-    state.fill(kStateLow);
-    for (std::size_t i = n; i-- > 0;) {
-        uint32_t& x = state[i & (kLanes - 1)];
-        const EncSymbol& e = table[symbols[i]];
-        // Branch-free renormalisation: whether a word is shed is a coin flip on dense planes.
-        // The store is harmless when not kept: at most i words were written, so w - 1 is in the buffer.
-        const uint32_t shed = x >= e.x_max;
-        w[-1] = static_cast<uint16_t>(x);
-        w -= shed;
-        x >>= 16 * shed;
-        const auto q = static_cast<uint32_t>((static_cast<uint64_t>(x) * e.rcp) >> e.shift);
-        x += e.bias + q * e.cmpl;
-    }
-    const auto num_words = static_cast<std::size_t>(words.data() + words.size() - w);
-    const std::size_t start = stream.size();
-    stream.resize(start + 4 * kLanes + 2 * num_words);
-    uint8_t* p = stream.data() + start;
-    for (uint32_t x : state) {
-        for (int b = 0; b < 4; ++b) *p++ = static_cast<uint8_t>(x >> (8 * b));
-    }
-    for (std::size_t k = 0; k < num_words; ++k) {
-        *p++ = static_cast<uint8_t>(w[k]);
-        *p++ = static_cast<uint8_t>(w[k] >> 8);
-    }
+    detail::RansWordSink sink(n);
+    for (std::size_t i = n; i-- > 0;) sink.put(static_cast<int>(i & (kLanes - 1)), table[symbols[i]]);
+    sink.finish(stream);
 }
 
 // Whether a sample of every 8th byte already shows a plane too dense to code: its order-0 entropy
@@ -348,50 +311,30 @@ void read_table(Reader& in, SlotTable& slots) {
     if (cum != kPlaneProbOne) throw BitstreamError("plane payload: frequencies do not sum to 4096");
 }
 
-inline uint32_t decode_step(uint32_t x, const SlotTable& slots, uint8_t& symbol) {
-    const uint32_t slot = x & kSlotMask;
-    const SlotStep e = slots.step[slot];
-    symbol = slots.symbol[slot];
-    return e.freq * (x >> kPlaneProbBits) + e.offset;
-}
-
 void decode_rans(const uint8_t* stream, std::size_t size, const SlotTable& slots, std::size_t n, uint8_t* out) {
-    if (size < 4 * kLanes || (size - 4 * kLanes) % 2 != 0) throw BitstreamError("plane payload: bad rANS stream length");
-    std::array<uint32_t, kLanes> state{};
-    for (int lane = 0; lane < kLanes; ++lane) {
-        uint32_t x = 0;
-        for (int b = 0; b < 4; ++b) x |= static_cast<uint32_t>(stream[4 * lane + b]) << (8 * b);
-        if (x < kStateLow || x >= (1u << 31)) throw BitstreamError("plane payload: rANS state out of range");
-        state[lane] = x;
-    }
-    const uint8_t* p = stream + 4 * kLanes;
-    const uint8_t* const end = stream + size;
+    detail::RansSource rans(stream, size, "plane payload");
+    const uint8_t* p = rans.p;
     std::size_t i = 0;
     // Fast path: four symbols read at most four words, so the input is checked once per group.  The
     // refill branch beats a branch-free select even on dense planes (it keeps the state chain short).
-    for (; i + kLanes <= n && end - p >= 2 * kLanes; i += kLanes) {
+    for (; i + kLanes <= n && rans.end - p >= 2 * kLanes; i += kLanes) {
         for (int lane = 0; lane < kLanes; ++lane) {
-            uint32_t x = decode_step(state[lane], slots, out[i + lane]);
-            if (x < kStateLow) {
-                x = x << 16 | static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8;
-                p += 2;
-            }
-            state[lane] = x;
+            uint32_t& x = rans.state[static_cast<std::size_t>(lane)];
+            const SlotStep e = slots.step[x & kSlotMask];
+            out[i + lane] = slots.symbol[x & kSlotMask];
+            x = detail::RansSource::advance(x, e.freq, e.offset, p);
         }
     }
     for (; i < n; ++i) {
-        uint32_t& x = state[i & (kLanes - 1)];
-        x = decode_step(x, slots, out[i]);
-        if (x < kStateLow) {
-            if (end - p < 2) throw BitstreamError("plane payload: rANS stream ends early");
-            x = x << 16 | static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8;
-            p += 2;
-        }
+        uint32_t& x = rans.state[i & (kLanes - 1)];
+        const SlotStep e = slots.step[x & kSlotMask];
+        out[i] = slots.symbol[x & kSlotMask];
+        if (e.freq * (x >> kPlaneProbBits) + e.offset < detail::kRansStateLow && rans.end - p < 2)
+            rans.fail("rANS stream ends early");
+        x = detail::RansSource::advance(x, e.freq, e.offset, p);
     }
-    // Decoding runs the encoder backwards: every state returns to its start and every word is read.
-    if (p != end) throw BitstreamError("plane payload: rANS stream has trailing bytes");
-    for (uint32_t x : state)
-        if (x != kStateLow) throw BitstreamError("plane payload: rANS stream is corrupt (final state)");
+    rans.p = p;
+    rans.check_finished();
 }
 
 struct ChunkBuffers {
