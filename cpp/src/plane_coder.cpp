@@ -313,26 +313,29 @@ void read_table(Reader& in, SlotTable& slots) {
 
 void decode_rans(const uint8_t* stream, std::size_t size, const SlotTable& slots, std::size_t n, uint8_t* out) {
     detail::RansSource rans(stream, size, "plane payload");
+    // Local copies: the byte stores to `out` could alias the source's members.
+    std::array<uint32_t, kLanes> state = rans.state;
     const uint8_t* p = rans.p;
     std::size_t i = 0;
     // Fast path: four symbols read at most four words, so the input is checked once per group.  The
     // refill branch beats a branch-free select even on dense planes (it keeps the state chain short).
     for (; i + kLanes <= n && rans.end - p >= 2 * kLanes; i += kLanes) {
         for (int lane = 0; lane < kLanes; ++lane) {
-            uint32_t& x = rans.state[static_cast<std::size_t>(lane)];
+            uint32_t& x = state[static_cast<std::size_t>(lane)];
             const SlotStep e = slots.step[x & kSlotMask];
             out[i + lane] = slots.symbol[x & kSlotMask];
             x = detail::RansSource::advance(x, e.freq, e.offset, p);
         }
     }
     for (; i < n; ++i) {
-        uint32_t& x = rans.state[i & (kLanes - 1)];
+        uint32_t& x = state[i & (kLanes - 1)];
         const SlotStep e = slots.step[x & kSlotMask];
         out[i] = slots.symbol[x & kSlotMask];
         if (e.freq * (x >> kPlaneProbBits) + e.offset < detail::kRansStateLow && rans.end - p < 2)
             rans.fail("rANS stream ends early");
         x = detail::RansSource::advance(x, e.freq, e.offset, p);
     }
+    rans.state = state;
     rans.p = p;
     rans.check_finished();
 }
