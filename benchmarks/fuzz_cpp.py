@@ -33,6 +33,7 @@ SOURCES = [
     "trellis",
     "byte_coder",
     "plane_coder",
+    "token_coder",
     "parallel",
     "rdoq",
     "quantize",
@@ -73,6 +74,9 @@ def seeds() -> list[bytes]:
             w = (levels * 0.5 + rng.normal(0, 0.1, levels.size)).astype(np.float32)
             dependent, _ = _core.encode_trellis(w, None, rows, cols, 0.5, 0.01, gtx, fast, slow, None)
             out.append(_header(2, gtx, shifts, rows, cols) + dependent)
+        coded = _core.encode_tokens(levels, rows, cols)
+        out.append(_header(6, 0, 0, rows, cols) + coded)
+        out.append(_header(7, 33, 250, rows, cols) + coded)
     for itemsize_code, count in ((0, 100), (1, 257), (2, 1000), (3, 64)):
         data = rng.normal(0, 0.05, count).astype(np.float64).tobytes()[: count * (1 << itemsize_code)]
         raw = np.frombuffer(data, np.uint8)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nnsqueeze
-from nnsqueeze import BitstreamError
+from nnsqueeze import BitstreamError, CompressOptions
 from nnsqueeze.coding.container import RecordHeader
 
 from .conftest import (
@@ -49,7 +49,14 @@ def seeds() -> tuple[bytes, ...]:
         threads=1,
     ).data
     wide = nnsqueeze.compress({"w": rng.laplace(0, 0.3, (3, 200)).astype(np.float32)}, qp=-36, threads=1).data
-    out = (lossy, lossless, ints, wide)
+    tokens = nnsqueeze.compress(
+        {
+            "w": rng.laplace(0, 0.3, (6, 40)).astype(np.float32),
+            "v": rng.normal(1, 0.01, 9).astype(np.float32),
+        },
+        options=CompressOptions(coder="tokens", chunk_elements=80, threads=1),
+    ).data
+    out = (lossy, lossless, ints, wide, tokens)
     assert all(isinstance(d, bytes) for d in out)
     return out  # type: ignore[return-value]
 
@@ -108,7 +115,7 @@ def mutate(data: bytes, ops: list[tuple[object, ...]], others: tuple[bytes, ...]
 
 
 @settings(deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 3), ops=st.lists(mutations, min_size=1, max_size=4))
+@given(seed=st.integers(0, 4), ops=st.lists(mutations, min_size=1, max_size=4))
 def test_raw_mutations(seed: int, ops: list[tuple[object, ...]]) -> None:
     _check(mutate(seeds()[seed], ops, seeds()))
 
@@ -179,7 +186,7 @@ def _mutate_header(h: RecordHeader, op: tuple[object, ...]) -> RecordHeader:
 
 @settings(deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    seed=st.integers(0, 3),
+    seed=st.integers(0, 4),
     which=st.integers(0, 100),
     pops=st.lists(payload_ops, max_size=3),
     hops=st.lists(header_ops, max_size=2),
@@ -204,7 +211,7 @@ def test_record_mutations_with_valid_crc(
 
 
 @settings(deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 3), ops=st.lists(payload_ops, min_size=1, max_size=3))
+@given(seed=st.integers(0, 4), ops=st.lists(payload_ops, min_size=1, max_size=3))
 def test_index_mutations_with_valid_crc(seed: int, ops: list[tuple[object, ...]]) -> None:
     data = seeds()[seed]
     body = index_body(data)
@@ -221,7 +228,7 @@ def test_mutator_identity() -> None:
 @pytest.mark.slow
 @settings(deadline=None, max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    seed=st.integers(0, 3),
+    seed=st.integers(0, 4),
     which=st.integers(0, 100),
     pops=st.lists(payload_ops, max_size=6),
     hops=st.lists(header_ops, max_size=3),

@@ -3,7 +3,7 @@
 //
 // An input is a small header that picks a decoder and its parameters, followed by the payload:
 //   byte 0      decoder: 0 levels, 1 levels+dequantize, 2 dependent (trellis), 3 hinted levels,
-//               4 byte planes (binary contexts), 5 rANS byte planes
+//               4 byte planes (binary contexts), 5 rANS byte planes, 6 tokens, 7 tokens+dequantize
 //   byte 1      num_gtx (mod 33) / itemsize and sign rotation for the plane decoders
 //   byte 2      adaptation shifts (levels) / log2 of the chunk size (planes)
 //   bytes 3..6  rows and cols (16 bits each, little endian) / element count
@@ -26,6 +26,7 @@
 #include "nnsqueeze/byte_coder.hpp"
 #include "nnsqueeze/level_coder.hpp"
 #include "nnsqueeze/plane_coder.hpp"
+#include "nnsqueeze/token_coder.hpp"
 #include "nnsqueeze/trellis.hpp"
 
 namespace {
@@ -95,6 +96,29 @@ void fuzz_levels(int kind, const uint8_t* header, const uint8_t* payload, std::s
     }
 }
 
+void fuzz_tokens(int kind, const uint8_t* header, const uint8_t* payload, std::size_t size) {
+    const std::size_t rows = u16(header + 3), cols = u16(header + 5);
+    const std::size_t count = rows * cols;
+    if (count > kMaxElements || count > nnsqueeze::max_elements_for_token_payload(size)) return;
+    std::vector<int32_t> levels(count);
+    nnsqueeze::decode_tokens(payload, size, rows, cols, levels.data());
+    if (kind == 7) {
+        const int64_t offset = static_cast<int8_t>(header[2]);
+        const double step = std::ldexp(1.0, static_cast<int>(header[1] % 64) - 32);
+        std::vector<float> values(count);
+        nnsqueeze::decode_tokens_dequantize(payload, size, rows, cols, offset, step, values.data());
+        for (std::size_t i = 0; i < count; ++i) {
+            const float expected = static_cast<float>(static_cast<double>(levels[i] + offset) * step);
+            if (std::memcmp(&expected, &values[i], sizeof(float)) != 0) finding("tokens dequantize != levels");
+        }
+    }
+    std::vector<uint8_t> again;
+    nnsqueeze::encode_tokens(levels.data(), rows, cols, again);
+    std::vector<int32_t> back(count);
+    nnsqueeze::decode_tokens(again.data(), again.size(), rows, cols, back.data());
+    if (back != levels) finding("tokens re-encoded decode to other levels");
+}
+
 int itemsize_of(uint8_t b) { return 1 << (b & 3); }
 
 void fuzz_bytes(const uint8_t* header, const uint8_t* payload, std::size_t size) {
@@ -147,11 +171,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     const std::size_t payload_size = size - kHeader;
     // A copy of exactly the payload's length, so AddressSanitizer sees any read past its end.
     std::vector<uint8_t> payload(data + kHeader, data + size);
-    const int kind = data[0] % 6;
+    const int kind = data[0] % 8;
     try {
         if (kind <= 3) fuzz_levels(kind, data, payload.data(), payload_size);
         else if (kind == 4) fuzz_bytes(data, payload.data(), payload_size);
-        else fuzz_planes(data, payload.data(), payload_size);
+        else if (kind == 5) fuzz_planes(data, payload.data(), payload_size);
+        else fuzz_tokens(kind, data, payload.data(), payload_size);
     } catch (const nnsqueeze::BitstreamError&) {
         // the expected outcome for a malformed payload
     } catch (const std::exception& e) {
