@@ -6,8 +6,9 @@ One run, on this machine, everything on the same data:
   model, seed 0) at each QP: nnsqueeze ``compress`` / ``decompress`` of the float32 tensors in memory
   (dict in, bytes out, and back) with ``threads=1`` and with all threads, and NNCodec URQ and DQ at the same
   weight step through ``benchmarks/nncodec_runner.py`` in its own venv (its in-process encode and decode
-  times; see that file for NNCodec's settings).  Timing rounds interleave the coders (round robin), all
-  warm; medians of ``--repeat`` rounds; calls under 0.2 s loop within a sample.
+  times; see that file for NNCodec's settings); also nnsqueeze with ``coder="cabac"`` (the adaptive binary
+  level coder, the default before format 2.1) at one thread.  Timing rounds interleave the coders (round
+  robin), all warm; medians of ``--repeat`` rounds; calls under 0.2 s loop within a sample.
 * **Encoder effort and entry points**: the file size at ``effort`` 1 (default), 2 and 3, and with every
   tensor as one stream (``chunk_elements=2**62``) against the default chunks of 2^20 levels.
 * **Lossless** (MiniLM float32 and a bfloat16 copy, round to nearest even): ``compress(lossless=True)`` and
@@ -89,12 +90,17 @@ def lossy(model: Model, qp: int, repeat: int, out: Path) -> dict[str, Any]:
     if enc["all"].result.data != data:
         raise RuntimeError(f"{model.name} qp {qp}: the bytes depend on the thread count")
     dec = {k: Timer(lambda t=t: nnsqueeze.decompress(data, threads=t)) for k, t in threads.items()}
+    # The CABAC level coder (coder="cabac", the default before format 2.1) at one thread, same rounds.
+    cabac_opts = CompressOptions(qp=qp, step=step, threads=1, coder="cabac")
+    enc["cabac"] = Timer(lambda: nnsqueeze.compress(model.tensors, options=cabac_opts))
+    cabac_data = enc["cabac"].result.data
+    dec["cabac"] = Timer(lambda: nnsqueeze.decompress(cabac_data, threads=1))
     one, many = dec["1t"].result, dec["all"].result
     if any(not np.array_equal(one[k], many[k]) for k in one):
         raise RuntimeError(f"{model.name} qp {qp}: decoded values depend on the thread count")
     nnc: dict[str, dict[str, Any]] = {}
     for _ in range(repeat):
-        for k in threads:
+        for k in enc:
             enc[k].sample()
             dec[k].sample()
         for dq, label in ((0, "urq"), (1, "dq")):
@@ -111,8 +117,8 @@ def lossy(model: Model, qp: int, repeat: int, out: Path) -> dict[str, Any]:
             raise RuntimeError(f"step mismatch at qp {qp}: NNCodec {entry['step']} vs ours {step}")
         entry["enc_mbs"] = model.raw_bytes / MB / statistics.median(entry["enc_s"])
         entry["dec_mbs"] = model.raw_bytes / MB / statistics.median(entry["dec_s"])
-    ours: dict[str, Any] = {"bytes": len(data)}
-    for k in threads:
+    ours: dict[str, Any] = {"bytes": len(data), "cabac_bytes": len(cabac_data)}
+    for k in enc:
         ours[f"enc_mbs_{k}"] = model.raw_bytes / MB / enc[k].median
         ours[f"dec_mbs_{k}"] = model.raw_bytes / MB / dec[k].median
         ours[f"enc_s_{k}"], ours[f"dec_s_{k}"] = enc[k].samples, dec[k].samples
@@ -209,7 +215,7 @@ def lossless_one(name: str, dtype: str, source: dict[str, Any], repeat: int, out
     z3d = Timer(lambda: zstandard.ZstdDecompressor().decompress(z3.result))
     zipnn: dict[str, dict[str, Any]] = {}
     for _ in range(repeat):
-        for k in threads:
+        for k in enc:
             enc[k].sample()
             dec[k].sample()
             once = zipnn_once(raw_file, dtype, threads[k], out)
@@ -273,6 +279,12 @@ def lossy_table(results: list[dict[str, Any]]) -> str:
                 f"| {f1(o['dec_mbs_1t'])} | {f1(o['dec_mbs_all'])} "
                 f"| {o['enc_mbs_1t'] / u['enc_mbs']:.1f} | {o['dec_mbs_1t'] / u['dec_mbs']:.2f} "
                 f"| {o['dec_mbs_all'] / o['dec_mbs_1t']:.2f} |"
+            )
+            lines.append(
+                f"| {r['model']} | {row['qp']} | nnsqueeze, coder=cabac | {o['cabac_bytes']:,} "
+                f"| {o['cabac_bytes'] / u['bytes']:.4f} | {f1(o['enc_mbs_cabac'])} | – "
+                f"| {f1(o['dec_mbs_cabac'])} | – | {o['enc_mbs_cabac'] / u['enc_mbs']:.1f} "
+                f"| {o['dec_mbs_cabac'] / u['dec_mbs']:.2f} | – |"
             )
             for label, c in (("NNCodec URQ", u), ("NNCodec DQ", d)):
                 lines.append(
