@@ -79,7 +79,7 @@ def from_float32(values: np.ndarray, name: str) -> np.ndarray:
     if name == "float16":
         # A reconstruction may land just past float16's range: keep the nearest finite value.
         values = np.clip(values, -65504.0, 65504.0)
-    return values.astype(storage_dtype(name))
+    return values.astype(storage_dtype(name), copy=False)  # float32 stays as decoded, no copy
 
 
 def little_endian_bytes(array: np.ndarray) -> np.ndarray:
