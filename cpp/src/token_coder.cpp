@@ -26,13 +26,21 @@ constexpr int kColShift = 5;    // column magnitude: mean over the last ~32 rows
 constexpr int kFixedBits = 8;   // magnitudes are tracked as min(|q|, 2^16) * 2^8
 constexpr uint32_t kMagCap = 1u << 16;
 constexpr std::size_t kBitmapBytes = (kTokenClasses + 7) / 8;
-constexpr uint32_t kAbsentToken = 127;  // slot entries of classes without a table
+// Slot entries of classes without a table: bit 31, which no real entry has (frequencies are at most
+// kMaxTokenFreq < 2^12), marks them, and token 127 has no magnitude bits.
+constexpr uint32_t kAbsentMark = 1u << 31;
+constexpr uint32_t kAbsentEntry = kAbsentMark | 127u;
 
-// 4 * log2(x) with two fractional bits, 0 for x <= 1 (x < 2^30), without branches: the two bits
-// below the leading one are (4x >> msb) & 3.
+// 4 * log2(x) with two fractional bits, 0 for x <= 1, for the tracked magnitudes and their running
+// means (all <= kMagCap << kFixedBits = 2^24).  Up to 2^24 the conversion to float is exact, so its
+// exponent is msb(x) and the top two bits of its mantissa are the two bits below the leading one:
+// bits 21 and up of the float are 4 * (msb + 127) + those two bits.  (Cheaper than clz and a
+// variable shift, and the column loops vectorize.)
 inline int log2_quarter(uint32_t x) {
-    const int msb = 31 - __builtin_clz(x | 1u);
-    return 4 * msb + static_cast<int>(((x << 2) >> msb) & 3u);
+    const float f = static_cast<float>(static_cast<int32_t>(x));
+    uint32_t bits = 0;
+    std::memcpy(&bits, &f, sizeof bits);
+    return std::max(static_cast<int>(bits >> 21) - 4 * 127, 0);
 }
 
 int bit_length(uint64_t x) { return x == 0 ? 0 : 64 - __builtin_clzll(x); }
@@ -57,11 +65,11 @@ inline int scale_class(uint32_t row_mag, int col_term) {
     return std::clamp((log2_quarter(row_mag) + col_term) >> 1, 0, kTokenClasses - 1);
 }
 
-// The row magnitude after taking in the tracked magnitude of row position `src`: the first levels of
-// a row move it like a running average (1/2, 1/3 ... roughly), later ones by 1/256.
-inline uint32_t next_row_mag(uint32_t row_mag, uint32_t tracked_mag, std::size_t src) {
-    const int rs = src + 1 < (std::size_t{1} << kRowShift) ? bit_length(src + 1) : kRowShift;
-    return static_cast<uint32_t>(static_cast<int64_t>(row_mag) + ((static_cast<int64_t>(tracked_mag) - row_mag) >> rs));
+// The row magnitude after taking in the tracked magnitude of a row position whose shift is `shift`
+// (TokenContext::row_shifts).  Both magnitudes are below 2^25, so the difference fits 32 bits.
+inline uint32_t next_row_mag(uint32_t row_mag, uint32_t tracked_mag, int shift) {
+    return static_cast<uint32_t>(static_cast<int32_t>(row_mag) +
+                                 ((static_cast<int32_t>(tracked_mag) - static_cast<int32_t>(row_mag)) >> shift));
 }
 
 // Context state of one chunk across rows: column magnitudes and the running mean.  Within a row the
@@ -70,45 +78,61 @@ inline uint32_t next_row_mag(uint32_t row_mag, uint32_t tracked_mag, std::size_t
 // 0 .. c - kRowLag.  Encoder and decoder run the same code (integers only), so they agree everywhere.
 class TokenContext {
 public:
-    explicit TokenContext(std::size_t cols) : col_mag_(cols, 0), col_term_(cols, 0), mags_(cols, 0) {}
+    explicit TokenContext(std::size_t cols)
+        : col_mag_(cols, 0), col_term_(cols, 0), mags_(cols, 0), row_shift_(cols, kRowShift) {
+        // Row position src moves the row magnitude by 1/2^bit_length(src + 1) while src + 1 < 256
+        // (roughly a running average over the first levels), by 1/256 after.
+        for (std::size_t src = 0; src < cols && src + 1 < (std::size_t{1} << kRowShift); ++src)
+            row_shift_[src] = static_cast<uint8_t>(bit_length(src + 1));
+    }
 
     // Call before the row's first element; returns the row magnitude the row starts from.
     uint32_t start_row(std::size_t row) {
         const uint32_t mean = count_ == 0 ? 0 : static_cast<uint32_t>(sum_ / count_);
-        const int log_mean = log2_quarter(mean);
-        const int bias = 4 * (kFixedBits - 4);
+        const int base = log2_quarter(mean) + 4 * (kFixedBits - 4);
+        const std::size_t cols = col_term_.size();
+        int16_t* __restrict term = col_term_.data();
         if (row == 0) {
-            std::fill(col_term_.begin(), col_term_.end(), static_cast<int16_t>(-bias));
+            std::fill(term, term + cols, static_cast<int16_t>(-4 * (kFixedBits - 4)));
         } else {
-            for (std::size_t c = 0; c < col_term_.size(); ++c)
-                col_term_[c] = static_cast<int16_t>(log2_quarter(col_mag_[c]) - log_mean - bias);
+            const uint32_t* __restrict col = col_mag_.data();
+            for (std::size_t c = 0; c < cols; ++c) term[c] = static_cast<int16_t>(log2_quarter(col[c]) - base);
         }
         row_ = row;
         return mean;
     }
 
     const int16_t* col_terms() const { return col_term_.data(); }
+    const uint8_t* row_shifts() const { return row_shift_.data(); }
     uint32_t* mags() { return mags_.data(); }
 
     // After the row's last element.
     void finish_row() {
-        const int cs = std::min(bit_length(row_), kColShift);
+        const std::size_t cols = mags_.size();
+        const uint32_t* __restrict mags = mags_.data();
+        uint32_t* __restrict col = col_mag_.data();
         uint64_t sum = 0;
-        for (std::size_t c = 0; c < mags_.size(); ++c) {
-            const uint32_t a = mags_[c];
-            sum += a;
-            col_mag_[c] = row_ == 0 ? a
-                                    : static_cast<uint32_t>(static_cast<int64_t>(col_mag_[c]) +
-                                                            ((static_cast<int64_t>(a) - col_mag_[c]) >> cs));
+        if (row_ == 0) {
+            for (std::size_t c = 0; c < cols; ++c) {
+                sum += mags[c];
+                col[c] = mags[c];
+            }
+        } else {
+            const int cs = std::min(bit_length(row_), kColShift);
+            for (std::size_t c = 0; c < cols; ++c) {
+                sum += mags[c];
+                col[c] = next_row_mag(col[c], mags[c], cs);  // the same running-mean step, per column
+            }
         }
         sum_ += sum;
-        count_ += mags_.size();
+        count_ += cols;
     }
 
 private:
     std::vector<uint32_t> col_mag_;
     std::vector<int16_t> col_term_;
     std::vector<uint32_t> mags_;
+    std::vector<uint8_t> row_shift_;
     uint64_t sum_ = 0, count_ = 0;
     std::size_t row_ = 0;
 };
@@ -140,68 +164,28 @@ private:
     int fill_ = 0;
 };
 
-// Reads the sign section one bit at a time through a 64-bit word, refilled every 64 bits.
-class SignReader {
-public:
-    SignReader(const uint8_t* data, std::size_t size) : data_(data), size_(size) { load(); }
-
-    // The next sign when `take` is 1; 0 and nothing consumed when it is 0.
-    uint32_t next(uint32_t take) {
-        const auto bit = static_cast<uint32_t>(word_) & take;
-        word_ >>= take;
-        left_ -= static_cast<int>(take);
-        if (left_ == 0) load();
-        return bit;
-    }
-
-    // Every byte read and the padding of the last one zero, so each level sequence has one encoding.
-    void check_finished() const {
-        const uint64_t read = 8 * pos_ - static_cast<uint64_t>(left_);
-        if ((read + 7) / 8 != size_) {
-            throw BitstreamError(read > 8 * size_ ? "token payload: signs end early"
-                                                  : "token payload: signs have trailing bytes");
-        }
-        if (read % 8 != 0 && (data_[size_ - 1] >> (read % 8)) != 0)
-            throw BitstreamError("token payload: nonzero padding in the signs");
-    }
-
-private:
-    void load() {
-        // Past the end the reader yields zeros; check_finished() tells.
-        word_ = 0;
-        if (pos_ + 8 <= size_) {
-            std::memcpy(&word_, data_ + pos_, 8);
-        } else {
-            for (std::size_t k = pos_; k < size_; ++k) word_ |= static_cast<uint64_t>(data_[k]) << (8 * (k - pos_));
-        }
-        pos_ += 8;
-        left_ = 64;
-    }
-
-    const uint8_t* data_;
-    std::size_t size_;
-    std::size_t pos_ = 0;
-    uint64_t word_ = 0;
-    int left_ = 0;
-};
-
 // Reads a section of raw bits by position: a read is a load at the position's byte and a shift, so
 // consecutive reads do not wait on each other (only the position, one addition, carries over).
 class BitSection {
 public:
     BitSection(const uint8_t* data, std::size_t size) : data_(data), size_(size) {}
 
-    // The `nbits` (0..32) bits at bit position `pos`; zeros past the end (check_finished() tells).
-    uint32_t at(uint64_t pos, uint32_t nbits) const {
+    // The bits from bit position `pos` on, at least 57 of them (zeros past the end: check_finished()
+    // tells).  Unchecked reads need 8 bytes left from pos / 8 (see bytes_from).
+    template <bool Checked>
+    uint64_t from(uint64_t pos) const {
         const uint64_t byte = pos >> 3;
         uint64_t word = 0;
-        if (byte + 8 <= size_) {
+        if (!Checked || byte + 8 <= size_) {
             std::memcpy(&word, data_ + byte, 8);
         } else {
             for (uint64_t k = byte; k < size_; ++k) word |= static_cast<uint64_t>(data_[k]) << (8 * (k - byte));
         }
-        return static_cast<uint32_t>((word >> (pos & 7)) & ((uint64_t{1} << nbits) - 1));
+        return word >> (pos & 7);
     }
+
+    // Bytes of the section from bit position `pos` on (0 past the end).
+    uint64_t bytes_from(uint64_t pos) const { return pos / 8 < size_ ? size_ - pos / 8 : 0; }
 
     // `read` bits were taken: every byte must have been read and the last one's padding be zero, so
     // that each level sequence has one encoding.
@@ -224,6 +208,7 @@ private:
 struct TokenTable {
     std::array<uint32_t, 128> base{};
     std::array<uint32_t, 128> extra{};
+    std::array<uint32_t, 128> mask{};  // (1 << extra) - 1
     TokenTable() {
         for (uint32_t t = 0; t < kTokens; ++t) {
             if (t < static_cast<uint32_t>(kDirect)) {
@@ -233,6 +218,7 @@ struct TokenTable {
             const uint32_t n = ((t - kDirect) >> 2) + 4;
             base[t] = (4u | ((t - kDirect) & 3u)) << (n - 2);
             extra[t] = n - 2;
+            mask[t] = (1u << (n - 2)) - 1;
         }
     }
 };
@@ -378,7 +364,8 @@ private:
     const uint8_t* end_;
 };
 
-// Slot entry: token (7 bits) | offset of the slot in the token's range (12 bits) | frequency (13 bits).
+// Slot entry: token (7 bits) | offset of the slot in the token's range (12 bits) | frequency (12 bits,
+// at most kMaxTokenFreq) | kAbsentMark for classes without a table.
 constexpr int kOffsetShift = 7;
 constexpr int kFreqShift = 19;
 
@@ -437,7 +424,7 @@ void read_tables(Reader& in, SlotTables& tables) {
     for (int cls = 0; cls < kTokenClasses; ++cls) {
         uint32_t* slot = tables.slot.data() + static_cast<std::size_t>(cls) * kRansProbOne;
         if (!(bitmap[cls >> 3] >> (cls & 7) & 1u)) {
-            std::fill(slot, slot + kRansProbOne, kAbsentToken);
+            std::fill(slot, slot + kRansProbOne, kAbsentEntry);
             continue;
         }
         const uint32_t used = bits.bits(7) + 1;
@@ -471,31 +458,32 @@ SlotTables& thread_tables() {
     return *tables;
 }
 
-// Decodes one row; Checked guards every read, for rows near the end of a possibly truncated payload.
-// Column c of a row uses rANS state c mod 4.  Returns false if an element fell into a context class
-// without a table.
 // The two raw sections and the positions read so far.
 struct RawBits {
-    SignReader signs;
+    BitSection signs;
     BitSection magnitude;
+    uint64_t sign_pos = 0;
     uint64_t magnitude_pos = 0;
 };
 
-// Decodes row `row` (starting at element `first`); Checked guards every word read, for rows near the
-// end of a possibly truncated stream.  Column c uses rANS state c mod 4.  All state lives in locals
-// so that it stays in registers.  Returns false if an element fell into a class without a table.
-template <bool Checked, class Sink>
+// Decodes row `row` into `levels` (cols of them); Checked guards every rANS word and RawChecked every
+// raw-bit read, for rows near the end of a possibly truncated payload (or of a raw section).  Column c uses rANS state c mod 4.  All state
+// lives in locals so that it stays in registers.  Returns false if an element fell into a class
+// without a table.
+template <bool Checked, bool RawChecked>
 bool decode_row(TokenContext& ctx, std::size_t row, const uint32_t* __restrict slot, detail::RansSource& rans,
-                RawBits& raw, std::size_t first, std::size_t cols, Sink sink) {
+                RawBits& raw, std::size_t cols, int32_t* __restrict levels) {
     uint32_t row_mag = ctx.start_row(row);
     const int16_t* __restrict col_term = ctx.col_terms();
+    const uint8_t* __restrict row_shift = ctx.row_shifts();
     uint32_t* __restrict mags = ctx.mags();
     const uint8_t* p = rans.p;
     const uint8_t* const end = rans.end;
-    uint64_t magnitude_pos = raw.magnitude_pos;
-    SignReader signs = raw.signs;
+    uint64_t magnitude_pos = raw.magnitude_pos, sign_pos = raw.sign_pos;
     uint32_t absent = 0;
-    auto step = [&](uint32_t& x, std::size_t c) {
+    // One element; Lagged: the row magnitude takes in the element kRowLag - 1 positions back (from
+    // the fourth element on, so the first ones skip the test).
+    auto step = [&](uint32_t& x, std::size_t c, auto lagged) {
         const uint32_t e = slot[static_cast<std::size_t>(scale_class(row_mag, col_term[c])) << kRansProbBits |
                                 (x & kRansSlotMask)];
         const uint32_t tok = e & 127u;
@@ -514,35 +502,50 @@ bool decode_row(TokenContext& ctx, std::size_t row, const uint32_t* __restrict s
             p += 2 * need;
         }
         x = next;
-        absent |= tok >= static_cast<uint32_t>(kTokens);
+        absent |= e;
         // Branch-free: at fine steps most tokens carry raw bits, at coarse ones few do.
-        const uint32_t extra = kTokenTable.extra[tok];
-        const uint32_t mag = kTokenTable.base[tok] + raw.magnitude.at(magnitude_pos, extra);
-        magnitude_pos += extra;
-        const uint32_t negative = signs.next(tok != 0);
+        const uint32_t mag = kTokenTable.base[tok] +
+                             (static_cast<uint32_t>(raw.magnitude.from<RawChecked>(magnitude_pos)) & kTokenTable.mask[tok]);
+        magnitude_pos += kTokenTable.extra[tok];
+        const uint32_t signed_ = tok != 0;
+        const auto negative = static_cast<uint32_t>(raw.signs.from<RawChecked>(sign_pos)) & signed_;
+        sign_pos += signed_;
         const auto q = static_cast<int32_t>(mag);
-        sink(first + c, negative ? -q : q);
+        levels[c] = negative ? -q : q;
         mags[c] = tracked(mag);
-        if (c + 1 >= kRowLag) row_mag = next_row_mag(row_mag, mags[c + 1 - kRowLag], c + 1 - kRowLag);
+        if constexpr (decltype(lagged)::value)
+            row_mag = next_row_mag(row_mag, mags[c + 1 - kRowLag], row_shift[c + 1 - kRowLag]);
     };
+    constexpr std::false_type early;
+    constexpr std::true_type lagged;
     std::array<uint32_t, detail::kRansLanes>& st = rans.state;
     uint32_t x0 = st[0], x1 = st[1], x2 = st[2], x3 = st[3];
     std::size_t c = 0;
-    for (; c + 4 <= cols; c += 4) {
-        step(x0, c);
-        step(x1, c + 1);
-        step(x2, c + 2);
-        step(x3, c + 3);
+    if (cols >= 4) {
+        step(x0, 0, early);
+        step(x1, 1, early);
+        step(x2, 2, early);
+        step(x3, 3, lagged);
+        for (c = 4; c + 4 <= cols; c += 4) {
+            step(x0, c, lagged);
+            step(x1, c + 1, lagged);
+            step(x2, c + 2, lagged);
+            step(x3, c + 3, lagged);
+        }
+        if (c < cols) step(x0, c++, lagged);
+        if (c < cols) step(x1, c++, lagged);
+        if (c < cols) step(x2, c++, lagged);
+    } else {  // fewer than kRowLag columns: the row magnitude never moves
+        if (c < cols) step(x0, c++, early);
+        if (c < cols) step(x1, c++, early);
+        if (c < cols) step(x2, c++, early);
     }
-    if (c < cols) step(x0, c++);
-    if (c < cols) step(x1, c++);
-    if (c < cols) step(x2, c++);
     st = {x0, x1, x2, x3};
     rans.p = p;
-    raw.signs = signs;
     raw.magnitude_pos = magnitude_pos;
+    raw.sign_pos = sign_pos;
     ctx.finish_row();
-    return absent == 0;
+    return (absent & kAbsentMark) == 0;
 }
 
 template <class Sink>
@@ -566,16 +569,26 @@ void decode_to(const uint8_t* data, std::size_t size, std::size_t rows, std::siz
     const std::size_t magnitude_bytes = in.left();
     RawBits raw{{signs, static_cast<std::size_t>(sign_bytes)}, {in.take(magnitude_bytes, "magnitude bits"), magnitude_bytes}};
     TokenContext ctx(cols);
-    // An element reads at most one word: rows that cannot run out skip the checks.
-    const std::size_t row_bytes = 2 * cols;
+    // Rows decode into a buffer and go to the sink whole: the element loop keeps fewer registers and
+    // the sink's loop vectorizes.
+    std::vector<int32_t> row_levels(cols);
+    // An element reads at most one rANS word, 28 magnitude bits and one sign: rows that cannot run
+    // out skip the checks.
+    const std::size_t row_words = 2 * cols, row_magnitude = 4 * cols + 8, row_signs = cols / 8 + 9;
     for (std::size_t r = 0; r < rows; ++r) {
-        const bool roomy = static_cast<std::size_t>(rans.end - rans.p) >= row_bytes;
-        const bool tabled = roomy ? decode_row<false>(ctx, r, tables.slot.data(), rans, raw, r * cols, cols, sink)
-                                  : decode_row<true>(ctx, r, tables.slot.data(), rans, raw, r * cols, cols, sink);
+        const bool roomy = static_cast<std::size_t>(rans.end - rans.p) >= row_words;
+        const bool raw_roomy = raw.magnitude.bytes_from(raw.magnitude_pos) >= row_magnitude &&
+                               raw.signs.bytes_from(raw.sign_pos) >= row_signs;
+        int32_t* out = row_levels.data();
+        const uint32_t* slot = tables.slot.data();
+        const bool tabled = roomy ? (raw_roomy ? decode_row<false, false>(ctx, r, slot, rans, raw, cols, out)
+                                               : decode_row<false, true>(ctx, r, slot, rans, raw, cols, out))
+                                  : decode_row<true, true>(ctx, r, slot, rans, raw, cols, out);
         if (!tabled) throw BitstreamError("token payload: element in a context class without a table");
+        sink(r * cols, row_levels.data(), cols);
     }
     rans.check_finished();
-    raw.signs.check_finished();
+    raw.signs.check_finished(raw.sign_pos, "signs");
     raw.magnitude.check_finished(raw.magnitude_pos, "magnitude bits");
 }
 
@@ -602,6 +615,7 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
     for (std::size_t r = 0; r < rows; ++r) {
         uint32_t row_mag = ctx.start_row(r);
         const int16_t* col_term = ctx.col_terms();
+        const uint8_t* row_shift = ctx.row_shifts();
         uint32_t* mags = ctx.mags();
         for (std::size_t c = 0; c < cols; ++c, ++i) {
             const int32_t q = levels[i];
@@ -620,7 +634,7 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
             if (extra) magnitude.put(mag & ((1u << extra) - 1), extra);
             if (mag) signs.put(q < 0, 1);
             mags[c] = tracked(mag);
-            if (c + 1 >= kRowLag) row_mag = next_row_mag(row_mag, mags[c + 1 - kRowLag], c + 1 - kRowLag);
+            if (c + 1 >= kRowLag) row_mag = next_row_mag(row_mag, mags[c + 1 - kRowLag], row_shift[c + 1 - kRowLag]);
         }
         ctx.finish_row();
     }
@@ -668,13 +682,23 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
 }
 
 void decode_tokens(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols, int32_t* levels) {
-    decode_to(data, size, rows, cols, [levels](std::size_t i, int32_t q) { levels[i] = q; });
+    decode_to(data, size, rows, cols, [levels](std::size_t first, const int32_t* row, std::size_t n) {
+        std::memcpy(levels + first, row, n * sizeof(int32_t));
+    });
 }
 
 void decode_tokens_dequantize(const uint8_t* data, std::size_t size, std::size_t rows, std::size_t cols,
                               int64_t offset, double step, float* values) {
-    decode_to(data, size, rows, cols, [values, offset, step](std::size_t i, int32_t q) {
-        values[i] = static_cast<float>(static_cast<double>(q + offset) * step);
+    decode_to(data, size, rows, cols, [values, offset, step](std::size_t first, const int32_t* row, std::size_t n) {
+        float* __restrict out = values + first;
+        if (offset > -(int64_t{1} << 52) && offset < (int64_t{1} << 52)) {
+            // Levels and offset are exact doubles and so is their sum (below 2^53): the same values,
+            // in a loop that vectorizes (int32 to double converts in SIMD, int64 does not).
+            const auto shift = static_cast<double>(offset);
+            for (std::size_t k = 0; k < n; ++k) out[k] = static_cast<float>((static_cast<double>(row[k]) + shift) * step);
+        } else {
+            for (std::size_t k = 0; k < n; ++k) out[k] = static_cast<float>(static_cast<double>(row[k] + offset) * step);
+        }
     });
 }
 
