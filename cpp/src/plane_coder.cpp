@@ -10,6 +10,7 @@
 
 #include "nnsqueeze/arith.hpp"
 #include "nnsqueeze/parallel.hpp"
+#include "payload_bytes.hpp"
 #include "rans.hpp"
 
 namespace nnsqueeze {
@@ -161,13 +162,6 @@ double coded_bits(const Counts& counts, const Frequencies& f) {
     return bits;
 }
 
-void put_uvarint(std::vector<uint8_t>& out, uint64_t v) {
-    while (v >= 0x80) {
-        out.push_back(static_cast<uint8_t>(v | 0x80));
-        v >>= 7;
-    }
-    out.push_back(static_cast<uint8_t>(v));
-}
 
 void put_table(std::vector<uint8_t>& out, const Frequencies& f) {
     std::array<uint8_t, kBitmapBytes> bitmap{};
@@ -175,7 +169,7 @@ void put_table(std::vector<uint8_t>& out, const Frequencies& f) {
         if (f[s]) bitmap[s >> 3] = static_cast<uint8_t>(bitmap[s >> 3] | (1u << (s & 7)));
     out.insert(out.end(), bitmap.begin(), bitmap.end());
     for (int s = 0; s < 256; ++s)
-        if (f[s]) put_uvarint(out, f[s] - 1);
+        if (f[s]) detail::put_uvarint(out, f[s] - 1);
 }
 
 std::size_t table_bytes(const Frequencies& f) {
@@ -242,7 +236,7 @@ void encode_plane(const uint8_t* plane, std::size_t n, std::vector<uint8_t>& out
             std::vector<uint8_t> stream;
             encode_rans(plane, n, f, stream);
             if (stream.size() + (out.size() - mark) + 4 < n) {
-                put_uvarint(out, stream.size());
+                detail::put_uvarint(out, stream.size());
                 out.insert(out.end(), stream.begin(), stream.end());
                 return;
             }
@@ -256,32 +250,6 @@ void encode_plane(const uint8_t* plane, std::size_t n, std::vector<uint8_t>& out
 // ---------------------------------------------------------------------------------------------
 // Decoder
 
-class Reader {
-public:
-    Reader(const uint8_t* data, std::size_t size) : p_(data), end_(data + size) {}
-
-    std::size_t left() const { return static_cast<std::size_t>(end_ - p_); }
-    const uint8_t* take(std::size_t n, const char* what) {
-        if (n > left()) throw BitstreamError(std::string("plane payload ends early (") + what + ")");
-        const uint8_t* at = p_;
-        p_ += n;
-        return at;
-    }
-    uint8_t byte(const char* what) { return *take(1, what); }
-    uint64_t uvarint(const char* what) {
-        uint64_t v = 0;
-        for (int shift = 0; shift < 64; shift += 7) {
-            const uint8_t b = byte(what);
-            v |= static_cast<uint64_t>(b & 0x7F) << shift;
-            if (!(b & 0x80)) return v;
-        }
-        throw BitstreamError(std::string("plane payload: varint longer than 64 bits (") + what + ")");
-    }
-
-private:
-    const uint8_t* p_;
-    const uint8_t* end_;
-};
 
 // Per slot of [0, 2^12): its symbol's frequency and the slot's offset in the symbol's range, and,
 // apart, the symbol itself (two independent loads beat unpacking one word on the state's chain).
@@ -294,7 +262,7 @@ struct SlotTable {
     std::array<uint8_t, kPlaneProbOne> symbol;
 };
 
-void read_table(Reader& in, SlotTable& slots) {
+void read_table(detail::PayloadReader& in, SlotTable& slots) {
     const uint8_t* bitmap = in.take(kBitmapBytes, "frequency table");
     uint32_t cum = 0;
     for (uint32_t s = 0; s < 256; ++s) {
@@ -350,7 +318,7 @@ void decode_chunk(const uint8_t* payload, std::size_t size, const PlaneLayout& l
     const auto itemsize = static_cast<std::size_t>(layout.itemsize);
     buf.planes.resize(itemsize * n);
     std::array<const uint8_t*, 8> planes{};
-    Reader in(payload, size);
+    detail::PayloadReader in(payload, size, "plane payload");
     for (std::size_t p = 0; p < itemsize; ++p) {
         uint8_t* plane = buf.planes.data() + p * n;
         switch (in.byte("plane mode")) {

@@ -10,6 +10,7 @@
 
 #include "nnsqueeze/arith.hpp"
 #include "nnsqueeze/level_coder.hpp"
+#include "payload_bytes.hpp"
 #include "rans.hpp"
 
 namespace nnsqueeze {
@@ -330,39 +331,7 @@ CodedTable choose_table(const TokenCounts& counts, uint64_t n) {
     return best;
 }
 
-void put_uvarint(std::vector<uint8_t>& out, uint64_t v) {
-    while (v >= 0x80) {
-        out.push_back(static_cast<uint8_t>(v | 0x80));
-        v >>= 7;
-    }
-    out.push_back(static_cast<uint8_t>(v));
-}
 
-class Reader {
-public:
-    Reader(const uint8_t* data, std::size_t size) : p_(data), end_(data + size) {}
-
-    std::size_t left() const { return static_cast<std::size_t>(end_ - p_); }
-    const uint8_t* take(std::size_t n, const char* what) {
-        if (n > left()) throw BitstreamError(std::string("token payload ends early (") + what + ")");
-        const uint8_t* at = p_;
-        p_ += n;
-        return at;
-    }
-    uint64_t uvarint(const char* what) {
-        uint64_t v = 0;
-        for (int shift = 0; shift < 64; shift += 7) {
-            const uint8_t b = *take(1, what);
-            v |= static_cast<uint64_t>(b & 0x7F) << shift;
-            if (!(b & 0x80)) return v;
-        }
-        throw BitstreamError(std::string("token payload: varint longer than 64 bits (") + what + ")");
-    }
-
-private:
-    const uint8_t* p_;
-    const uint8_t* end_;
-};
 
 // Slot entry: token (7 bits) | offset of the slot in the token's range (12 bits) | frequency (12 bits,
 // at most kMaxTokenFreq) | kAbsentMark for classes without a table.
@@ -411,7 +380,7 @@ private:
     uint64_t pos_ = 0;
 };
 
-void read_tables(Reader& in, SlotTables& tables) {
+void read_tables(detail::PayloadReader& in, SlotTables& tables) {
     const uint8_t* bitmap = in.take(kBitmapBytes, "class bitmap");
     if constexpr (kTokenClasses % 8 != 0) {
         if (bitmap[kBitmapBytes - 1] >> (kTokenClasses % 8) != 0)
@@ -556,7 +525,7 @@ void decode_to(const uint8_t* data, std::size_t size, std::size_t rows, std::siz
         if (size != 0) throw BitstreamError("token payload of an empty tensor is not empty");
         return;
     }
-    Reader in(data, size);
+    detail::PayloadReader in(data, size, "token payload");
     SlotTables& tables = thread_tables();
     read_tables(in, tables);
     const uint64_t stream_bytes = in.uvarint("rANS stream length");
@@ -672,11 +641,11 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
     std::vector<uint8_t> stream;
     sink.finish(stream);
     out.insert(out.end(), bitmap.begin(), bitmap.end());
-    put_uvarint(out, tables.size());
+    detail::put_uvarint(out, tables.size());
     out.insert(out.end(), tables.begin(), tables.end());
-    put_uvarint(out, stream.size());
+    detail::put_uvarint(out, stream.size());
     out.insert(out.end(), stream.begin(), stream.end());
-    put_uvarint(out, sign_bytes.size());
+    detail::put_uvarint(out, sign_bytes.size());
     out.insert(out.end(), sign_bytes.begin(), sign_bytes.end());
     out.insert(out.end(), magnitude_bytes.begin(), magnitude_bytes.end());
 }
