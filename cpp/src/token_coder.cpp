@@ -32,17 +32,20 @@ constexpr std::size_t kBitmapBytes = (kTokenClasses + 7) / 8;
 constexpr uint32_t kAbsentMark = 1u << 31;
 constexpr uint32_t kAbsentEntry = kAbsentMark | 127u;
 
-// 4 * log2(x) with two fractional bits, 0 for x <= 1, for the tracked magnitudes and their running
-// means (all <= kMagCap << kFixedBits = 2^24).  Up to 2^24 the conversion to float is exact, so its
-// exponent is msb(x) and the top two bits of its mantissa are the two bits below the leading one:
-// bits 21 and up of the float are 4 * (msb + 127) + those two bits.  (Cheaper than clz and a
-// variable shift, and the column loops vectorize.)
-inline int log2_quarter(uint32_t x) {
+// 4 * (msb(x) + 127) plus the two bits below x's leading one, for the tracked magnitudes and their
+// running means (1 <= x <= kMagCap << kFixedBits = 2^24), and 0 for x = 0.  Up to 2^24 the conversion
+// to float is exact, so these are the float's bits from 21 up: its exponent and the top two bits of
+// its mantissa.  (Cheaper than clz and a variable shift, and the column loops vectorize.)
+inline uint32_t float_quarters(uint32_t x) {
     const float f = static_cast<float>(static_cast<int32_t>(x));
     uint32_t bits = 0;
     std::memcpy(&bits, &f, sizeof bits);
-    return std::max(static_cast<int>(bits >> 21) - 4 * 127, 0);
+    return bits >> 21;
 }
+constexpr int kFloatQuarterBias = 4 * 127;
+
+// 4 * log2(x) with two fractional bits, 0 for x <= 1 (x <= 2^24).
+inline int log2_quarter(uint32_t x) { return std::max(static_cast<int>(float_quarters(x)) - kFloatQuarterBias, 0); }
 
 int bit_length(uint64_t x) { return x == 0 ? 0 : 64 - __builtin_clzll(x); }
 
@@ -60,10 +63,29 @@ inline uint32_t token_of(uint32_t mag, int& extra) {
     return kDirect + 4 * static_cast<uint32_t>(n - 4) + ((mag >> (n - 2)) & 3u);
 }
 
-// The context class of an element: log2(row magnitude * column magnitude / mean) in half octaves,
-// where 2^-4 expected |q| maps to class 0 (col_term carries the column and the mean).
-inline int scale_class(uint32_t row_mag, int col_term) {
-    return std::clamp((log2_quarter(row_mag) + col_term) >> 1, 0, kTokenClasses - 1);
+// The context class of an element is clamp((L(R) + T) >> 1, 0, 19): log2(row magnitude R * column
+// magnitude / mean) in half octaves, where T = L(column) - L(mean) - 16 carries the column and the
+// mean, so that 2^-4 expected |q| maps to class 0.  The coders keep T + kTermBias (>= 0) per column
+// and look the class up at float_quarters(R) + T + kTermBias: for R >= 1 that is L(R) + T + 620, at
+// least 508; for R = 0 it is T + 112, below 508.  One addition and a load instead of a max, a shift
+// and a clamp.
+constexpr int kMaxLog = 4 * 24;                          // L(2^24)
+constexpr int kTermBias = kMaxLog + 4 * (kFixedBits - 4);  // -T at most: L(column) 0, L(mean) 96
+struct ClassTable {
+    std::array<uint8_t, kFloatQuarterBias + kMaxLog + 1 + 2 * kTermBias> of{};
+    ClassTable() {
+        for (std::size_t u = 0; u < of.size(); ++u) {
+            const int sum = u < static_cast<std::size_t>(kFloatQuarterBias)
+                                ? static_cast<int>(u) - kTermBias                       // R = 0: L(R) = 0
+                                : static_cast<int>(u) - kTermBias - kFloatQuarterBias;  // L(R) + T
+            of[u] = static_cast<uint8_t>(std::clamp(sum >> 1, 0, kTokenClasses - 1));
+        }
+    }
+};
+const ClassTable kClassTable;
+
+inline int scale_class(uint32_t row_mag, int biased_term) {
+    return kClassTable.of[float_quarters(row_mag) + static_cast<uint32_t>(biased_term)];
 }
 
 // The row magnitude after taking in the tracked magnitude of a row position whose shift is `shift`
@@ -90,11 +112,11 @@ public:
     // Call before the row's first element; returns the row magnitude the row starts from.
     uint32_t start_row(std::size_t row) {
         const uint32_t mean = count_ == 0 ? 0 : static_cast<uint32_t>(sum_ / count_);
-        const int base = log2_quarter(mean) + 4 * (kFixedBits - 4);
+        const int base = log2_quarter(mean) + 4 * (kFixedBits - 4) - kTermBias;
         const std::size_t cols = col_term_.size();
         int16_t* __restrict term = col_term_.data();
         if (row == 0) {
-            std::fill(term, term + cols, static_cast<int16_t>(-4 * (kFixedBits - 4)));
+            std::fill(term, term + cols, static_cast<int16_t>(kTermBias - 4 * (kFixedBits - 4)));
         } else {
             const uint32_t* __restrict col = col_mag_.data();
             for (std::size_t c = 0; c < cols; ++c) term[c] = static_cast<int16_t>(log2_quarter(col[c]) - base);
@@ -479,8 +501,8 @@ bool decode_row(TokenContext& ctx, std::size_t row, const uint32_t* __restrict s
         const uint32_t signed_ = tok != 0;
         const auto negative = static_cast<uint32_t>(raw.signs.from<RawChecked>(sign_pos)) & signed_;
         sign_pos += signed_;
-        const auto q = static_cast<int32_t>(mag);
-        levels[c] = negative ? -q : q;
+        const auto q = static_cast<int32_t>(mag), minus = -static_cast<int32_t>(negative);
+        levels[c] = (q ^ minus) - minus;  // -q when negative, without a select
         mags[c] = tracked(mag);
         if constexpr (decltype(lagged)::value)
             row_mag = next_row_mag(row_mag, mags[c + 1 - kRowLag], row_shift[c + 1 - kRowLag]);
