@@ -162,7 +162,6 @@ double coded_bits(const Counts& counts, const Frequencies& f) {
     return bits;
 }
 
-
 void put_table(std::vector<uint8_t>& out, const Frequencies& f) {
     std::array<uint8_t, kBitmapBytes> bitmap{};
     for (int s = 0; s < 256; ++s)
@@ -249,7 +248,6 @@ void encode_plane(const uint8_t* plane, std::size_t n, std::vector<uint8_t>& out
 
 // ---------------------------------------------------------------------------------------------
 // Decoder
-
 
 // Per slot of [0, 2^12): its symbol's frequency and the slot's offset in the symbol's range, and,
 // apart, the symbol itself (two independent loads beat unpacking one word on the state's chain).

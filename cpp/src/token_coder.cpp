@@ -49,7 +49,6 @@ inline int log2_quarter(uint32_t x) { return std::max(static_cast<int>(float_qua
 
 int bit_length(uint64_t x) { return x == 0 ? 0 : 64 - __builtin_clzll(x); }
 
-
 uint32_t tracked(uint32_t mag) { return std::min(mag, kMagCap) << kFixedBits; }
 
 // The token of a magnitude and the number of raw bits below it.
@@ -98,7 +97,8 @@ inline uint32_t next_row_mag(uint32_t row_mag, uint32_t tracked_mag, int shift) 
 // Context state of one chunk across rows: column magnitudes and the running mean.  Within a row the
 // coders keep the row magnitude themselves (in a register) with scale_class and next_row_mag, and
 // record each element's tracked magnitude in mags(); element c sees the row magnitude after positions
-// 0 .. c - kRowLag.  Encoder and decoder run the same code (integers only), so they agree everywhere.
+// 0 .. c - kRowLag.  Encoder and decoder run the same code, exact integer arithmetic (the float
+// conversion in float_quarters is exact), so they agree everywhere.
 class TokenContext {
 public:
     explicit TokenContext(std::size_t cols)
@@ -353,8 +353,6 @@ CodedTable choose_table(const TokenCounts& counts, uint64_t n) {
     return best;
 }
 
-
-
 // Slot entry: token (7 bits) | offset of the slot in the token's range (12 bits) | frequency (12 bits,
 // at most kMaxTokenFreq) | kAbsentMark for classes without a table.
 constexpr int kOffsetShift = 7;
@@ -458,9 +456,9 @@ struct RawBits {
 };
 
 // Decodes row `row` into `levels` (cols of them); Checked guards every rANS word and RawChecked every
-// raw-bit read, for rows near the end of a possibly truncated payload (or of a raw section).  Column c uses rANS state c mod 4.  All state
-// lives in locals so that it stays in registers.  Returns false if an element fell into a class
-// without a table.
+// raw-bit read, for rows near the end of a possibly truncated payload (or of a raw section).  Column c
+// uses rANS state c mod 4.  All state lives in locals so that it stays in registers.  Returns false
+// if an element fell into a class without a table.
 template <bool Checked, bool RawChecked>
 bool decode_row(TokenContext& ctx, std::size_t row, const uint32_t* __restrict slot, detail::RansSource& rans,
                 RawBits& raw, std::size_t cols, int32_t* __restrict levels) {
@@ -566,17 +564,17 @@ void decode_to(const uint8_t* data, std::size_t size, std::size_t rows, std::siz
     // An element reads at most one rANS word, 28 magnitude bits and one sign: rows that cannot run
     // out skip the checks.
     const std::size_t row_words = 2 * cols, row_magnitude = 4 * cols + 8, row_signs = cols / 8 + 9;
+    int32_t* out = row_levels.data();
+    const uint32_t* slot = tables.slot.data();
     for (std::size_t r = 0; r < rows; ++r) {
         const bool roomy = static_cast<std::size_t>(rans.end - rans.p) >= row_words;
         const bool raw_roomy = raw.magnitude.bytes_from(raw.magnitude_pos) >= row_magnitude &&
                                raw.signs.bytes_from(raw.sign_pos) >= row_signs;
-        int32_t* out = row_levels.data();
-        const uint32_t* slot = tables.slot.data();
         const bool tabled = roomy ? (raw_roomy ? decode_row<false, false>(ctx, r, slot, rans, raw, cols, out)
                                                : decode_row<false, true>(ctx, r, slot, rans, raw, cols, out))
                                   : decode_row<true, true>(ctx, r, slot, rans, raw, cols, out);
         if (!tabled) throw BitstreamError("token payload: element in a context class without a table");
-        sink(r * cols, row_levels.data(), cols);
+        sink(r * cols, out, cols);
     }
     rans.check_finished();
     raw.signs.check_finished(raw.sign_pos, "signs");
