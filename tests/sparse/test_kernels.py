@@ -152,6 +152,28 @@ def test_affine_decoding_with_corrections(isa: str) -> None:
     check_product(g, ((levels + 5).astype(np.float64) * step).astype(np.float32), 4, rng)
 
 
+@pytest.mark.parametrize("case", ["grid", "gap", "outlier"])
+def test_affine_decoding_of_4_bit_indices(isa: str, case: str) -> None:
+    """9 to 16 levels: 4-bit indices decoded as offset + scale * index (a level missing from the grid
+    leaves an index unused; a level beyond 16 steps of the lowest takes a free index, corrected)."""
+    rng = np.random.default_rng(4)
+    levels = rng.integers(-6, 7, (45, 77))  # 13 levels
+    if case == "gap":
+        levels[levels == 2] = 3
+    if case == "outlier":
+        levels[7, 3] = 40
+    step = 0.0371
+    f = PackedCodebook.from_levels(levels, step)
+    assert f.bits == 4
+    assert f.plan is not None
+    assert f.plan.corr_values.size == (case == "outlier")
+    assert f.plan.scale == pytest.approx(step)
+    w = (levels.astype(np.float64) * step).astype(np.float32)
+    np.testing.assert_array_equal(f.to_dense(), w)
+    for batch in (1, 2, 17, 64):
+        check_product(f, w, batch, rng)
+
+
 def test_threads_give_the_same_result(isa: str) -> None:
     rng = np.random.default_rng(5)
     w = random_matrix(rng, 300, 700, 9, 0.6)

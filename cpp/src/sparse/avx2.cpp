@@ -289,9 +289,14 @@ void grouped(const Ptr* row_ptr, const Ptr* group_ptr, std::size_t groups, std::
 
 // ------------------------------------------------------------------------------------------- packed
 
-// Decoders of one unit (16 rows x C columns): load() reads its bytes, col(c, lo, hi) gives the values
-// of column c for rows 0-7 and 8-15.  t0, t1: table entries 0-7 and 8-15 (2/3/4 bits).
-struct Dec8Affine {
+// Decoders of one unit (16 rows x C columns): tables() makes the two table vectors from the 16- or
+// 256-entry table, load() reads the unit's bytes, col(c, t0, t1, t256, lo, hi) gives the values of
+// column c for rows 0-7 and 8-15.
+struct NoTables {
+    static void tables(const float*, __m256& t0, __m256& t1) { t0 = t1 = _mm256_setzero_ps(); }
+};
+
+struct Dec8Affine : NoTables {
     static constexpr int C = 1;
     static constexpr std::size_t UB = 16;
     __m256i v0, v1;
@@ -306,10 +311,15 @@ struct Dec8Affine {
     }
 };
 
-// The 16 bytes of a unit as 32-bit lanes: v0 for rows 0-7, v1 for rows 8-15.
+// The 16 bytes of a unit as 32-bit lanes: v0 for rows 0-7, v1 for rows 8-15; t0, t1: table entries
+// 0-7 and 8-15.
 struct Unit16 {
     static constexpr std::size_t UB = 16;
     __m256i v0, v1;
+    static void tables(const float* table, __m256& t0, __m256& t1) {
+        t0 = _mm256_loadu_ps(table);
+        t1 = _mm256_loadu_ps(table + 8);
+    }
     inline void load(const uint8_t* u) {
         const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
         v0 = _mm256_cvtepu8_epi32(b);
@@ -319,6 +329,7 @@ struct Unit16 {
 
 struct Dec8Table : Unit16 {
     static constexpr int C = 1;
+    static void tables(const float*, __m256& t0, __m256& t1) { NoTables::tables(nullptr, t0, t1); }
     inline void col(int, __m256, __m256, const float* t256, __m256& lo, __m256& hi) const {
         lo = _mm256_i32gather_ps(t256, v0, 4);
         hi = _mm256_i32gather_ps(t256, v1, 4);
@@ -339,6 +350,17 @@ struct Dec4 : Unit16 {
     }
 };
 
+// Affine 4-bit indices: the index itself, converted (the driver applies scale and offset); no lookup.
+struct Dec4Affine : Unit16 {
+    static constexpr int C = 2;
+    static void tables(const float*, __m256& t0, __m256& t1) { NoTables::tables(nullptr, t0, t1); }
+    inline void col(int c, __m256, __m256, const float*, __m256& lo, __m256& hi) const {
+        const __m256i m = _mm256_set1_epi32(15);
+        lo = _mm256_cvtepi32_ps(c ? _mm256_srli_epi32(v0, 4) : _mm256_and_si256(v0, m));
+        hi = _mm256_cvtepi32_ps(c ? _mm256_srli_epi32(v1, 4) : _mm256_and_si256(v1, m));
+    }
+};
+
 struct Dec2 : Unit16 {
     static constexpr int C = 4;
     inline void col(int c, __m256 t0, __m256, const float*, __m256& lo, __m256& hi) const {
@@ -348,10 +370,17 @@ struct Dec2 : Unit16 {
     }
 };
 
+// 3 bits: the low two bits pick an entry in t0 = entries 0-3 twice or t1 = entries 4-7 twice (so the
+// bits above them do not matter), and the high bit, shifted to the sign, picks between the two.
 struct Dec3 {
     static constexpr int C = 8;
     static constexpr std::size_t UB = 48;
     __m256i lo0[2], lo1[2], hi[2];
+    static void tables(const float* table, __m256& t0, __m256& t1) {
+        const __m256 t = _mm256_loadu_ps(table);
+        t0 = _mm256_permute2f128_ps(t, t, 0x00);
+        t1 = _mm256_permute2f128_ps(t, t, 0x11);
+    }
     inline void load(const uint8_t* u) {
         for (int h = 0; h < 2; ++h) {
             lo0[h] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 8 * h)));
@@ -359,14 +388,14 @@ struct Dec3 {
             hi[h] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(u + 32 + 8 * h)));
         }
     }
-    inline __m256 one(int c, int h, __m256 t0) const {
-        const __m256i l = _mm256_and_si256(_mm256_srli_epi32(c < 4 ? lo0[h] : lo1[h], 2 * (c & 3)), _mm256_set1_epi32(3));
-        const __m256i b = _mm256_and_si256(_mm256_srli_epi32(hi[h], c), _mm256_set1_epi32(1));
-        return _mm256_permutevar8x32_ps(t0, _mm256_or_si256(l, _mm256_slli_epi32(b, 2)));
+    inline __m256 one(int c, int h, __m256 t0, __m256 t1) const {
+        const __m256i l = _mm256_srli_epi32(c < 4 ? lo0[h] : lo1[h], 2 * (c & 3));
+        const __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(hi[h], 31 - c));
+        return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t0, l), _mm256_permutevar8x32_ps(t1, l), sel);
     }
-    inline void col(int c, __m256 t0, __m256, const float*, __m256& lo, __m256& hi_) const {
-        lo = one(c, 0, t0);
-        hi_ = one(c, 1, t0);
+    inline void col(int c, __m256 t0, __m256 t1, const float*, __m256& lo, __m256& hi_) const {
+        lo = one(c, 0, t0, t1);
+        hi_ = one(c, 1, t0, t1);
     }
 };
 
@@ -381,7 +410,9 @@ __attribute__((noinline)) void panel_block(const uint8_t* pd, std::size_t units,
     __m256 acc[S][TB][2];
     for (int s = 0; s < S; ++s)
         for (int t = 0; t < TB; ++t) acc[s][t][0] = acc[s][t][1] = _mm256_setzero_ps();
-    auto unit = [&](std::size_t u, int parity) {
+    // always_inline: GCC otherwise calls this per unit for the larger decoders, with the
+    // accumulators spilled to memory (2.3x slower for 4-bit indices)
+    auto unit = [&](std::size_t u, int parity) __attribute__((always_inline)) {
         D d;
         d.load(pd + u * D::UB);
         const float* xb = xt + u * D::C * xs;
@@ -428,8 +459,8 @@ void run_block(int tb, const uint8_t* pd, std::size_t units, __m256 t0, __m256 t
 template <class D>
 void panels(const PackedView& a, const float* table, const Work& w, std::size_t p0, std::size_t p1) {
     const std::size_t units = (a.cols + D::C - 1) / D::C;
-    const __m256 t0 = a.bits == 8 ? _mm256_setzero_ps() : _mm256_loadu_ps(table);
-    const __m256 t1 = a.bits == 8 ? _mm256_setzero_ps() : _mm256_loadu_ps(table + 8);
+    __m256 t0, t1;
+    D::tables(table, t0, t1);
     const float* t256 = a.bits == 8 ? table : nullptr;
     const __m256 scale = _mm256_set1_ps(a.scale);
     __m256 out[kMaxBlock][2];
@@ -507,7 +538,7 @@ void packed_panels_avx2(const PackedView& a, const float* table, const Work& w, 
     switch (a.bits) {
         case 2: return panels<Dec2>(a, table, w, p0, p1);
         case 3: return panels<Dec3>(a, table, w, p0, p1);
-        case 4: return panels<Dec4>(a, table, w, p0, p1);
+        case 4: return a.affine ? panels<Dec4Affine>(a, table, w, p0, p1) : panels<Dec4>(a, table, w, p0, p1);
         default: return a.affine ? panels<Dec8Affine>(a, table, w, p0, p1) : panels<Dec8Table>(a, table, w, p0, p1);
     }
 }

@@ -273,7 +273,7 @@ void packed_matmul(const PackedView& a, const Operands& op) {
     if (a.table_size == 0) throw FormatError("the value table is empty");
     if (a.table_size > (std::size_t(1) << a.bits))
         throw FormatError("the value table has more entries than " + std::to_string(a.bits) + "-bit indices address");
-    if (a.affine && a.bits != 8) throw FormatError("affine decoding needs 8-bit indices");
+    if (a.affine && a.bits != 8 && a.bits != 4) throw FormatError("affine decoding needs 4- or 8-bit indices");
     if (op.batch == 0 || a.rows == 0) return;
     detail::Work w = base_work(a.rows, a.cols, op);
     if (a.cols == 0) return no_columns(w);
@@ -284,6 +284,8 @@ void packed_matmul(const PackedView& a, const Operands& op) {
     alignas(64) float tab[256];
     if (a.bits == 8)
         detail::table256(a, tab);
+    else if (a.affine)  // 4-bit affine: the paths that look values up read the index itself
+        for (int k = 0; k < 16; ++k) tab[k] = static_cast<float>(k);
     else
         detail::table16(a, tab);
     const Isa isa = current();

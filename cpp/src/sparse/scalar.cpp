@@ -160,7 +160,7 @@ void packed_panels_scalar(const PackedView& a, const float* table, const Work& w
                     const float* xr = xt + (u * uc + cc) * w.xs;
                     for (std::size_t i = 0; i < kPanelRows; ++i) {
                         const unsigned k = packed_index(unit, a.bits, i, cc);
-                        const float v = a.affine ? static_cast<float>(static_cast<int8_t>(k)) : table[k];
+                        const float v = a.affine && a.bits == 8 ? static_cast<float>(static_cast<int8_t>(k)) : table[k];
                         for (std::size_t t = 0; t < nt; ++t) acc[i][t] += v * xr[t];
                     }
                 }

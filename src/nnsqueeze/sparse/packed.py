@@ -3,8 +3,9 @@
 No sparsity is needed: a 4096 x 4096 matrix with at most 16 distinct values reads 8 MB of indices
 instead of 64 MB of floats.  Indices are stored in panels of 16 rows so that one SIMD vector holds a
 column of a panel (layout: ``nnsqueeze/sparse/kernels.hpp``).  With 8-bit indices on a uniform grid
-(quantized weights), the kernel decodes ``offset + scale * int8(index)`` without a table lookup; the
-few table entries off the grid become sparse corrections.
+(quantized weights), the kernel decodes ``offset + scale * int8(index)`` without a table lookup, and
+with 4-bit indices ``offset + scale * index``; the few table entries off the grid become sparse
+corrections.
 
 >>> import numpy as np
 >>> from nnsqueeze.sparse import PackedCodebook
@@ -41,6 +42,7 @@ PANEL_ROWS = 16
 UNIT_COLS = {2: 4, 3: 8, 4: 2, 8: 1}
 UNIT_BYTES = {2: 16, 3: 48, 4: 16, 8: 16}
 BITS = (2, 3, 4, 8)
+AFFINE_BITS = (4, 8)  # index widths the kernels can decode as offset + scale * index
 # Affine decoding is used while the off-grid entries are at most this fraction of the matrix.
 MAX_CORRECTION_FRACTION = 1 / 32
 
@@ -104,10 +106,17 @@ def unpack(data: np.ndarray, shape: tuple[int, int], bits: int) -> np.ndarray:
     return np.ascontiguousarray(full[:m, :n])
 
 
+def grid_position(index: np.ndarray, bits: int) -> np.ndarray:
+    """Where affine decoding puts an index on the grid: int8(k) for 8-bit indices (so that levels
+    -128..127 keep their sign), k itself for 4-bit ones."""
+    k = np.asarray(index).astype(np.uint8)
+    return (k.view(np.int8) if bits == 8 else k).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class AffinePlan:
-    """How the 8-bit kernel decodes: value(k) = offset + scale * int8(k), plus corrections
-    ``W[corr_rows[i], corr_cols[i]] += corr_values[i]`` wherever the table is off that line."""
+    """How the kernel decodes 4- or 8-bit indices: value(k) = offset + scale * grid_position(k), plus
+    corrections ``W[corr_rows[i], corr_cols[i]] += corr_values[i]`` wherever the table is off that line."""
 
     scale: float
     offset: float
@@ -116,13 +125,14 @@ class AffinePlan:
     corr_values: np.ndarray
 
 
-def affine_plan(table: np.ndarray, codes: np.ndarray) -> AffinePlan | None:
-    """Fits value(k) = offset + scale * int8(k) to the used table entries (robustly: most entries are
-    on a uniform grid when the weights are quantized); None if too many entries are off the line."""
-    used = np.flatnonzero(np.bincount(codes.reshape(-1), minlength=256)[: table.size])
+def affine_plan(table: np.ndarray, codes: np.ndarray, bits: int = 8) -> AffinePlan | None:
+    """Fits value(k) = offset + scale * grid_position(k) to the used table entries (robustly: most
+    entries are on a uniform grid when the weights are quantized); None if too many entries are off
+    the line."""
+    used = np.flatnonzero(np.bincount(codes.reshape(-1), minlength=1 << bits)[: table.size])
     if used.size < 2:
         return None
-    s = used.astype(np.uint8).view(np.int8).astype(np.float64)
+    s = grid_position(used, bits)
     t = table[used].astype(np.float64)
     order = np.argsort(s)
     s, t = s[order], t[order]
@@ -145,9 +155,7 @@ def affine_plan(table: np.ndarray, codes: np.ndarray) -> AffinePlan | None:
         return None
     rows, cols = np.nonzero(mask)
     k = codes[rows, cols]
-    delta = table[k].astype(np.float64) - (
-        offset + scale * k.astype(np.uint8).view(np.int8).astype(np.float64)
-    )
+    delta = table[k].astype(np.float64) - (offset + scale * grid_position(k, bits))
     return AffinePlan(scale, offset, rows.astype(np.uint32), cols.astype(np.uint32), delta.astype(np.float32))
 
 
@@ -159,7 +167,7 @@ _NO_CORRECTIONS = AffinePlan(
 @register
 class PackedCodebook(Format):
     """``bits``-bit indices (2, 3, 4 or 8) into ``table`` (at most 2**bits float32 values), in panels of
-    16 rows: see :func:`pack`.  ``plan`` is the affine decoding of 8-bit indices (None: table lookups),
+    16 rows: see :func:`pack`.  ``plan`` is the affine decoding of 4- and 8-bit indices (None: table lookups),
     derived from the table and the indices; the kernel reads it as ``affine``, ``scale``, ``offset``
     and the correction arrays."""
 
@@ -190,7 +198,8 @@ class PackedCodebook(Format):
             k = int(codes[r, c])
             msg = f"index {k} at ({r}, {c}) is out of range for a table of {self.table.size} values"
             raise FormatError(msg)
-        self.plan = affine_plan(self.table, codes) if self.bits == 8 and codes.size else None
+        affine = self.bits in AFFINE_BITS and codes.size
+        self.plan = affine_plan(self.table, codes, self.bits) if affine else None
 
     def codes(self) -> np.ndarray:
         """The (rows, cols) indices."""
@@ -213,8 +222,8 @@ class PackedCodebook(Format):
         m, n = codes.shape
         if k == 0:
             return cls(codes.shape, bits, pack(np.zeros((m, n), np.uint8), bits), np.zeros(1, np.float32))
-        if bits == 8 and codes.levels is not None:
-            index, table = _grid_codes(codes)
+        if bits in AFFINE_BITS and codes.levels is not None:
+            index, table = _grid_codes(codes, bits)
             return cls(codes.shape, bits, pack(index[codes.codes], bits), table)
         return cls(codes.shape, bits, pack(codes.codes.astype(np.uint8), bits), codes.values)
 
@@ -275,20 +284,23 @@ class PackedCodebook(Format):
         return (self.plan or _NO_CORRECTIONS).corr_values
 
 
-def _grid_codes(codes: ValueCodes) -> tuple[np.ndarray, np.ndarray]:
-    """8-bit indices for values on a grid: level l gets index l mod 256 (int8(index) == l) when
-    -128 <= l < 128; other levels take unused indices.  Returns (index per code, table)."""
+def _grid_codes(codes: ValueCodes, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices for values on a grid, so that grid_position(index) is the level: with 8 bits level l
+    gets index l mod 256 when -128 <= l < 128, with 4 bits l - lowest level when that is below 16;
+    other levels take unused indices.  Returns (index per code, table)."""
     assert codes.levels is not None
     levels = codes.levels
-    inside = (levels >= -128) & (levels < 128)
+    base = 0 if bits == 8 else int(levels.min())
+    position = grid_position(np.arange(1 << bits), bits).astype(np.int64) + base
+    inside = (levels >= position.min()) & (levels <= position.max())
     index = np.zeros(levels.size, dtype=np.int64)
-    index[inside] = levels[inside] & 0xFF
-    free = np.setdiff1d(np.arange(256), index[inside])
-    # outliers take the free indices farthest from the middle of the grid first
-    free = free[np.argsort(-np.abs(free.astype(np.uint8).view(np.int8).astype(np.int64)), kind="stable")]
+    index[inside] = (levels[inside] - base) & ((1 << bits) - 1)
+    free = np.setdiff1d(np.arange(1 << bits), index[inside])
+    # outliers take the free indices farthest from the grid's origin first
+    free = free[np.argsort(-np.abs(position[free] - base), kind="stable")]
     index[~inside] = free[: int((~inside).sum())]
     size = int(index.max()) + 1
-    grid = np.arange(size).astype(np.uint8).view(np.int8).astype(np.float64) * codes.step
+    grid = position[:size].astype(np.float64) * codes.step
     table = grid.astype(np.float32)
     table[index] = codes.values
     return index.astype(np.uint8), table

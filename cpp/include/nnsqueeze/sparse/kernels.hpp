@@ -93,9 +93,10 @@ struct CserView {
 //   2 bits: 4 columns; byte i = sum_s idx(c_s) << 2s
 //   3 bits: 8 columns in 48 bytes; bytes [0, 16) hold the low 2 bits of c0..c3 as in the 2-bit layout,
 //           bytes [16, 32) those of c4..c7, byte 32 + i = sum_c ((idx(c) >> 2) & 1) << c
-// The value of index k is table[k] (k >= table_size reads 0).  With affine, the kernel uses instead
-// value(k) = offset + scale * int8(k) for 8-bit indices (the table must agree up to float rounding,
-// which the caller checks) and adds the corrections: W[row, col] += value for each triplet.
+// The value of index k is table[k] (k >= table_size reads 0).  With affine (4- or 8-bit indices), the
+// kernel uses instead value(k) = offset + scale * int8(k) for 8-bit and offset + scale * k for 4-bit
+// indices (the table must agree up to float rounding, which the caller checks) and adds the
+// corrections: W[row, col] += value for each triplet.
 struct PackedView {
     std::size_t rows = 0, cols = 0;
     int bits = 8;
