@@ -210,19 +210,55 @@ inline void row_groups(const Ptr* row_ptr, const Ptr* group_ptr, std::size_t gro
     check_columns_v(col_idx, k0, k1, cols);
 }
 
-// vals[k - k0] = mult(g) for the entries k of each group g in [g0, g1).  Two unconditional 8-wide
-// stores per group cover groups of up to 16 entries without a data-dependent branch (what a group
-// writes past its end, the next group overwrites; vals has 16 floats of slack).
+// vals[k - k0] = mult(g) for the entries k of each group g in [g0, g1), by the same number of
+// unconditional 8-wide stores per group (enough for the row's longest group), so that the store loop
+// of every group runs the same count and its exit is predicted (what a group writes past its end,
+// the next group overwrites).  vals must hold k1 - k0 + 8 * stores floats.
+template <class Ptr>
+inline std::size_t spread_stores(const Ptr* group_ptr, std::size_t g0, std::size_t g1) {
+    std::size_t longest = 0;
+    for (std::size_t g = g0; g < g1; ++g) longest = std::max<std::size_t>(longest, group_ptr[g + 1] - group_ptr[g]);
+    return (longest + 7) / 8;
+}
+
 template <class Ptr, class Mult>
-inline void spread_values(const Ptr* group_ptr, std::size_t g0, std::size_t g1, std::size_t k0, const Mult& mult,
-                          float* vals) {
+inline void spread_values(const Ptr* group_ptr, std::size_t g0, std::size_t g1, std::size_t k0, std::size_t stores,
+                          const Mult& mult, float* vals) {
     for (std::size_t g = g0; g < g1; ++g) {
         const __m256 m = _mm256_set1_ps(mult(g, g0));
-        const std::size_t b = std::size_t(group_ptr[g]) - k0, e = std::size_t(group_ptr[g + 1]) - k0;
-        _mm256_storeu_ps(vals + b, m);
-        _mm256_storeu_ps(vals + b + 8, m);
-        for (std::size_t i = b + 16; i < e; i += 8) _mm256_storeu_ps(vals + i, m);
+        float* v = vals + (std::size_t(group_ptr[g]) - k0);
+        for (std::size_t i = 0; i < stores; ++i) _mm256_storeu_ps(v + 8 * i, m);
     }
+}
+
+// Rows whose groups hold at least this many entries on average take grouped_dot_b1 at batch 1; rows
+// of shorter groups spread the values and take the gather loop (the loop exit of each short group
+// would be mispredicted).  Measured on 4096^2 matrices at 90 % zeros: groups of ~200 and ~29 entries
+// ran 1.3x and 1.1x faster this way, groups of ~14 entries 1.5x slower.
+constexpr std::size_t kLongGroups = 20;
+
+// sum over the groups g in [g0, g1) of mult(g) * sum of x[col_idx[k]] over the group's entries (batch
+// 1; columns already checked).  The x values of a group are summed by scalar loads into four chains,
+// then multiplied once: no per-entry value is formed.
+template <class Ptr, class Idx, class Mult>
+__attribute__((optimize("no-tree-vectorize"))) inline float grouped_dot_b1(const Ptr* group_ptr, std::size_t g0,
+                                                                           std::size_t g1, const Idx* col_idx,
+                                                                           const Mult& mult, const float* x) {
+    float acc = 0.0f;
+    for (std::size_t g = g0; g < g1; ++g) {
+        const std::size_t b = group_ptr[g], e = group_ptr[g + 1];
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        std::size_t k = b;
+        for (; k + 4 <= e; k += 4) {
+            s0 += x[col_idx[k]];
+            s1 += x[col_idx[k + 1]];
+            s2 += x[col_idx[k + 2]];
+            s3 += x[col_idx[k + 3]];
+        }
+        for (; k < e; ++k) s0 += x[col_idx[k]];
+        acc += mult(g, g0) * ((s0 + s1) + (s2 + s3));
+    }
+    return acc;
 }
 
 template <int NY, class Ptr, class Idx, class Mult>
@@ -240,11 +276,19 @@ void grouped_rows(const Ptr* row_ptr, const Ptr* group_ptr, std::size_t groups, 
             row_groups(row_ptr, group_ptr, groups, max_groups, col_idx, nnz, cols, r, g0, g1, k0, k1);
             mult.check(g0, g1);
             const std::size_t len = k1 - k0;
-            if (scratch.size() < len + 16) scratch.resize(len + 16);
-            spread_values(group_ptr, g0, g1, k0, mult, scratch.data());
             if constexpr (NY == 0) {
-                store_one(w, r, base[0] + dot_b1(scratch.data(), col_idx + k0, len, xt));
+                if (len >= kLongGroups * (g1 - g0)) {
+                    store_one(w, r, base[0] + grouped_dot_b1(group_ptr, g0, g1, col_idx, mult, xt));
+                } else {
+                    const std::size_t stores = spread_stores(group_ptr, g0, g1);
+                    if (scratch.size() < len + 8 * stores) scratch.resize(len + 8 * stores);
+                    spread_values(group_ptr, g0, g1, k0, stores, mult, scratch.data());
+                    store_one(w, r, base[0] + dot_b1(scratch.data(), col_idx + k0, len, xt));
+                }
             } else {
+                const std::size_t stores = spread_stores(group_ptr, g0, g1);
+                if (scratch.size() < len + 8 * stores) scratch.resize(len + 8 * stores);
+                spread_values(group_ptr, g0, g1, k0, stores, mult, scratch.data());
                 Acc<NY> acc;
                 for (auto& set : acc.v)
                     for (auto& v : set) v = _mm256_setzero_ps();
