@@ -383,33 +383,35 @@ def cache_level(nbytes: int) -> str:
 
 
 def summarize(rows: list[dict[str, Any]], e2e: dict[str, Any] | None) -> dict[str, Any]:
-    """The issue's targets, each with its numbers (paired per-round ratios, medians)."""
+    """The targets of issues 4 and 13, each with its numbers (paired per-round ratios, medians)."""
     t: dict[str, Any] = {}
-    # auto never slower than dense fp32 at batch 1 (<= 1.05x) on any layer; both as module calls
-    autos = [(1 / speedup(r, 1, "dense module", "auto"), r) for r in rows]
-    worst, wr = max(autos, key=lambda a: a[0])
-    t["auto <= 1.05x dense at batch 1 (every layer)"] = {
+    # auto never slower than dense fp32 (5 % allowed for the machine's noise) at batch 1 and 8 on any
+    # layer; both as module calls
+    autos = [(1 / speedup(r, b, "dense module", "auto"), r, b) for r in rows for b in (1, 8)]
+    worst, wr, wb = max(autos, key=lambda a: a[0])
+    t["auto <= 1.05x dense at batch 1 and 8 (every layer)"] = {
         "worst": worst,
-        "worst case": f"{wr['group']}: {wr['case']} (auto picked {wr['auto']['1']})",
+        "worst case": f"{wr['group']}: {wr['case']} batch {wb} (auto picked {wr['auto'][str(wb)]})",
         "layers over 1.05": sum(a[0] > 1.05 for a in autos),
-        "layers": len(autos),
+        "layer-batches": len(autos),
         "median": statistics.median(a[0] for a in autos),
         "met": worst <= 1.05,
     }
-    # packed >= 1.3x dense on 4096^2 with <= 16 values and no sparsity
+    # packed >= 3x dense on 4096^2 with <= 16 values and no sparsity
     pk = [r for r in rows if r["group"] == "synthetic" and r["zeros"] < 0.2 and r["values"] <= 16]
     sp = {r["case"]: speedup(r, 1, "torch dense", "packed") for r in pk}
-    t["packed >= 1.3x dense (4096^2, <= 16 values, no zeros, batch 1)"] = {
+    t["packed >= 3x dense (4096^2, <= 16 values, no zeros, batch 1)"] = {
         "speedups": sp,
-        "met": bool(sp) and min(sp.values()) >= 1.3,
+        "met": bool(sp) and min(sp.values()) >= 3,
     }
-    # >= 5x dense at 90 % sparsity: the best of our formats at batch 1
+    # >= 5x dense at 90 % sparsity for each of CSR, CER, CSER and auto at batch 1
     s90 = [r for r in rows if r["group"] == "synthetic" and 0.85 <= r["zeros"] < 0.93]
-    best90 = {r["case"]: max(speedup(r, 1, "torch dense", k) for k in OURS) for r in s90}
-    t[">= 5x dense at 90% zeros (4096^2, batch 1, best format)"] = {
-        "speedups": best90,
-        "met": bool(best90) and min(best90.values()) >= 5,
-    }
+    for k in ("csr", "cer", "cser", "auto"):
+        at90 = {r["case"]: speedup(r, 1, "torch dense", k) for r in s90}
+        t[f"{k} >= 5x dense at 90% zeros (4096^2, batch 1)"] = {
+            "speedups": at90,
+            "met": bool(at90) and min(at90.values()) >= 5,
+        }
     # CER/CSER >= 1.2x our CSR on low-entropy layers (Laplace 60-75 % zeros)
     low = [r for r in rows if r["case"].startswith("Laplace") and 0.55 <= r["zeros"] <= 0.8]
     ce = {
@@ -429,7 +431,7 @@ def summarize(rows: list[dict[str, Any]], e2e: dict[str, Any] | None) -> dict[st
         for b in BATCHES
     ]
     worst_vs = min(vs, key=lambda v: v[0])
-    t[">= 1.5x scipy CSR on every sparse case (all batches)"] = {
+    t[">= 1.5x scipy CSR on every sparse matrix of >= 64 KB (all batches)"] = {
         "worst (best of ours)": worst_vs[0],
         "worst case": f"{worst_vs[2]['group']}: {worst_vs[2]['case']} batch {worst_vs[3]}",
         "worst (our CSR)": min(v[1] for v in vs),
@@ -438,7 +440,7 @@ def summarize(rows: list[dict[str, Any]], e2e: dict[str, Any] | None) -> dict[st
             v[0] < 1.5 for v in vs if v[2]["bytes"]["dense"] >= 1 << 16
         ),
         "cases": len(vs),
-        "met": worst_vs[0] >= 1.5,
+        "met": all(v[0] >= 1.5 for v in vs if v[2]["bytes"]["dense"] >= 1 << 16),
     }
     # storage <= 0.6 x CSR with 32-bit indices
     st = [
@@ -457,13 +459,13 @@ def summarize(rows: list[dict[str, Any]], e2e: dict[str, Any] | None) -> dict[st
     if e2e:
         lat, mem = e2e["latency ms"], e2e["linear weight bytes"]
         best = min(("auto (compact formats)", "packed"), key=lambda k: lat[k])
-        t["MiniLM end to end: converted <= dense latency with >= 4x less weight memory"] = {
+        t["MiniLM end to end: >= 2.24x dense speed with >= 4x less weight memory"] = {
             "dense ms": lat["dense fp32"],
             "converted ms": lat[best],
             "variant": best,
             "speedup": e2e["speedup vs dense fp32"][best],
             "memory ratio": mem["dense fp32"] / mem[best],
-            "met": e2e["speedup vs dense fp32"][best] >= 1 and mem["dense fp32"] >= 4 * mem[best],
+            "met": e2e["speedup vs dense fp32"][best] >= 2.24 and mem["dense fp32"] >= 4 * mem[best],
         }
     return t
 
