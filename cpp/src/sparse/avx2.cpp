@@ -231,35 +231,10 @@ inline void spread_values(const Ptr* group_ptr, std::size_t g0, std::size_t g1, 
     }
 }
 
-// Rows whose groups hold at least this many entries on average take grouped_dot_b1 at batch 1; rows
-// of shorter groups spread the values and take the gather loop (the loop exit of each short group
-// would be mispredicted).  Measured on 4096^2 matrices at 90 % zeros: groups of ~200 and ~29 entries
-// ran 1.3x and 1.1x faster this way, groups of ~14 entries 1.5x slower.
+// Groups of at least this many entries on average take grouped_dot_b1 at batch 1.  Measured on
+// 4096^2 matrices at 90 % zeros: groups of ~200 and ~29 entries ran 1.3x and 1.1x faster than by
+// spreading and gathering, groups of ~14 entries 1.5x slower.
 constexpr std::size_t kLongGroups = 20;
-
-// sum over the groups g in [g0, g1) of mult(g) * sum of x[col_idx[k]] over the group's entries (batch
-// 1; columns already checked).  The x values of a group are summed by scalar loads into four chains,
-// then multiplied once: no per-entry value is formed.
-template <class Ptr, class Idx, class Mult>
-__attribute__((optimize("no-tree-vectorize"))) inline float grouped_dot_b1(const Ptr* group_ptr, std::size_t g0,
-                                                                           std::size_t g1, const Idx* col_idx,
-                                                                           const Mult& mult, const float* x) {
-    float acc = 0.0f;
-    for (std::size_t g = g0; g < g1; ++g) {
-        const std::size_t b = group_ptr[g], e = group_ptr[g + 1];
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-        std::size_t k = b;
-        for (; k + 4 <= e; k += 4) {
-            s0 += x[col_idx[k]];
-            s1 += x[col_idx[k + 1]];
-            s2 += x[col_idx[k + 2]];
-            s3 += x[col_idx[k + 3]];
-        }
-        for (; k < e; ++k) s0 += x[col_idx[k]];
-        acc += mult(g, g0) * ((s0 + s1) + (s2 + s3));
-    }
-    return acc;
-}
 
 template <int NY, class Ptr, class Idx, class Mult>
 void grouped_rows(const Ptr* row_ptr, const Ptr* group_ptr, std::size_t groups, std::size_t max_groups,

@@ -87,6 +87,43 @@ inline void check_value_idx(const Vi* value_idx, std::size_t g0, std::size_t g1,
         if (value_idx[g] >= num_values) fail_index("value_idx", g, value_idx[g], "values", num_values);
 }
 
+// Keeps a loop of scalar loads scalar: the compiler would otherwise turn it into gathers, which are
+// slower here (GCC: an attribute; clang: a loop pragma inside).
+#if defined(__clang__)
+#define NNSQ_SCALAR_LOADS
+#define NNSQ_SCALAR_LOOP _Pragma("clang loop vectorize(disable)")
+#else
+#define NNSQ_SCALAR_LOADS __attribute__((optimize("no-tree-vectorize")))
+#define NNSQ_SCALAR_LOOP
+#endif
+
+// At batch 1, rows whose groups hold many entries on average (kLongGroups, set per path) take
+// grouped_dot_b1; rows of shorter groups spread the values and take the gather loop (the loop exit of
+// each short group would be mispredicted, and a gather loads 8 or 16 entries at once).
+// sum over the groups g in [g0, g1) of mult(g) * sum of x[col_idx[k]] over the group's entries (batch
+// 1; columns already checked).  The x values of a group are summed by scalar loads into four chains,
+// then multiplied once: no per-entry value is formed.
+template <class Ptr, class Idx, class Mult>
+NNSQ_SCALAR_LOADS inline float grouped_dot_b1(const Ptr* group_ptr, std::size_t g0, std::size_t g1,
+                                              const Idx* col_idx, const Mult& mult, const float* x) {
+    float acc = 0.0f;
+    for (std::size_t g = g0; g < g1; ++g) {
+        const std::size_t b = group_ptr[g], e = group_ptr[g + 1];
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        std::size_t k = b;
+        NNSQ_SCALAR_LOOP
+        for (; k + 4 <= e; k += 4) {
+            s0 += x[col_idx[k]];
+            s1 += x[col_idx[k + 1]];
+            s2 += x[col_idx[k + 2]];
+            s3 += x[col_idx[k + 3]];
+        }
+        for (; k < e; ++k) s0 += x[col_idx[k]];
+        acc += mult(g, g0) * ((s0 + s1) + (s2 + s3));
+    }
+    return acc;
+}
+
 // Row kernels: compute rows [r0, r1) of y for every token.  `scalar` versions are portable C++;
 // `avx2` versions are compiled for AVX2 + FMA and `avx512` ones for AVX-512 (F, BW, VL, DQ), each
 // called only where the CPU has it.
