@@ -114,7 +114,7 @@ def _write_inputs(name: str, tensors: Tensors, out: Path) -> tuple[Path, Path]:
 
 
 def load_minilm(out: Path) -> Model:
-    from nnsqueeze.demo import minilm
+    from nnsqueeze.zoo import minilm
 
     ckpt = open_checkpoint(minilm.model_path())
     tensors = {t.name: np.array(t.array, dtype=np.float32) for t in ckpt.tensors if t.dtype == "float32"}
@@ -133,7 +133,8 @@ def load_minilm(out: Path) -> Model:
 def load_digits(out: Path) -> Model:
     import torch
 
-    from nnsqueeze.demo.digits import accuracy, train_digits_cnn
+    from nnsqueeze.zoo import accuracy
+    from nnsqueeze.zoo.digits import train_digits_cnn
 
     torch.set_num_threads(1)
     model, data = train_digits_cnn(seed=0)

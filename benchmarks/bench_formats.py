@@ -129,8 +129,8 @@ def quantized_levels(w: np.ndarray, step: float) -> np.ndarray:
 
 
 def pruned_cases(quick: bool) -> list[Case]:
-    from nnsqueeze.demo.digits import train_digits_cnn
-    from nnsqueeze.demo.mnist1d import train_mnist1d_cnn
+    from nnsqueeze.zoo.digits import train_digits_cnn
+    from nnsqueeze.zoo.mnist1d import train_mnist1d_cnn
 
     step = nnsqueeze.qp_to_step(nnsqueeze.codec.DEFAULT_QP)
     digits, _ = train_digits_cnn(seed=0, epochs=5 if quick else 30)
@@ -305,7 +305,7 @@ def speedup(r: dict[str, Any], batch: int, base: str, method: str) -> float:
 def minilm_end_to_end(nnsq: Path, rounds: int, sentences: int) -> dict[str, Any]:
     from transformers import AutoModel, AutoTokenizer
 
-    from nnsqueeze.demo import minilm
+    from nnsqueeze.zoo import minilm
 
     d = str(minilm.model_dir())
     tok = AutoTokenizer.from_pretrained(d)
@@ -673,7 +673,7 @@ def main() -> None:
         meta["forced"] = forced
         nnsq = HERE / "out" / "minilm_default_qp.nnsq"
         if not ({"minilm", "e2e"} <= set(args.skip)):
-            from nnsqueeze.demo import minilm
+            from nnsqueeze.zoo import minilm
 
             nnsq.parent.mkdir(exist_ok=True)
             if not nnsq.exists():

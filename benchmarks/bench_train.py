@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import nnsqueeze
-from nnsqueeze import CompressOptions
+from nnsqueeze import CompressOptions, zoo
 from nnsqueeze.train import (
     DistillConfig,
     PruningConfig,
@@ -39,7 +39,7 @@ from nnsqueeze.train import (
     sparsity_report,
     squeeze,
 )
-from nnsqueeze.train.models import DATASET_OF, Split, accuracy, build, lenet5_student, lenet_300_100
+from nnsqueeze.zoo.digits import lenet5_student, lenet_300_100
 
 OUT = Path(__file__).parent / "train_results"
 FINE_STEP = 2.0**-7  # the codec's default step (qp -28)
@@ -64,7 +64,7 @@ def student_for(arch: str) -> nn.Module:
         return lenet_300_100((100, 40))
     if arch == "lenet5":
         return lenet5_student()
-    from nnsqueeze.demo.mnist1d import build_model
+    from nnsqueeze.zoo.mnist1d import build_model
 
     return build_model(channels=10)
 
@@ -83,20 +83,20 @@ def coded(model: nn.Module, step: float | None = None, qp_1d_offset: int = -32) 
 
 
 def run_model(arch: str, fast: bool) -> dict[str, object]:
-    data = DATASET_OF[arch]
+    data = zoo.get(arch).dataset
     hp = TRAIN[data]
     torch.manual_seed(0)
-    split = Split(data, seed=0)
-    loader = split.loader(batch_size=int(hp["batch"]), seed=0)
+    split = zoo.load_dataset(data, seed=0)
+    loader = zoo.ShuffledBatches(split.x_train, split.y_train, int(hp["batch"]), seed=0)
     epochs = int(hp["epochs"]) // (4 if fast else 1)
     ft = max(1, epochs // 4)
 
     def test(m: nn.Module) -> float:
-        return accuracy(m, split.x_test, split.y_test)
+        return zoo.accuracy(m, split.x_test, split.y_test)
 
     rows: list[dict[str, object]] = []
     t0 = time.perf_counter()
-    model = build(arch)
+    model = zoo.build(arch)
     fit(model, loader, epochs=epochs, lr=float(hp["lr"]))
     params = num_parameters(model)
     f32 = 4 * params
@@ -164,7 +164,7 @@ def run_model(arch: str, fast: bool) -> dict[str, object]:
     add("same student, labels only", alone, coded(alone), f"no teacher, {STUDENT_EPOCHS}x epochs")
 
     config = SqueezeConfig(prune_epochs=ft, qat_epochs=ft, structure="unstructured", scope="global")
-    result = squeeze(model, loader, lambda m: accuracy(m, split.x_val, split.y_val), 0.5, config=config)
+    result = squeeze(model, loader, lambda m: zoo.accuracy(m, split.x_val, split.y_val), 0.5, config=config)
     for stage in result.stages[1:]:
         add(f"pipeline: {stage.name}", stage.model, stage.file_bytes, stage.note)
     return {

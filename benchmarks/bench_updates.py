@@ -54,9 +54,8 @@ import torch
 import zstandard
 
 import nnsqueeze
-from nnsqueeze.demo import digits
-from nnsqueeze.demo.training import fit, torch_threads
 from nnsqueeze.update import DEFAULT_UPDATE_QP
+from nnsqueeze.zoo import ShuffledBatches, digits, fit, torch_threads
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -139,12 +138,18 @@ def digits_fine_tunes() -> list[FineTune]:
         model = digits.build_model()
         digits.train(model, data, epochs=19, seed=0)
         epoch19 = state_arrays(model)
-        fit(model, data.x_train, data.y_train, epochs=1, lr=digits.LEARNING_RATE, batch_size=32, seed=19)
+        fit(
+            model,
+            ShuffledBatches(data.x_train, data.y_train, 32, seed=19),
+            epochs=1,
+            lr=digits.LEARNING_RATE,
+            cosine=False,
+        )
         epoch20 = state_arrays(model)
         shifted = copy.deepcopy(model)
         x_shift = torch.roll(data.x_train, shifts=1, dims=3)
         x_shift[..., 0] = 0
-        fit(shifted, x_shift, data.y_train, epochs=3, lr=1e-3, batch_size=32, seed=7)
+        fit(shifted, ShuffledBatches(x_shift, data.y_train, 32, seed=7), epochs=3, lr=1e-3, cosine=False)
         tuned_shift = state_arrays(shifted)
     probe = digits.build_model()
 
@@ -175,7 +180,7 @@ def digits_fine_tunes() -> list[FineTune]:
 
 
 def minilm_fine_tune(steps: int, seed: int = 0) -> FineTune:
-    from nnsqueeze.demo.minilm import Embedder, cosine_fidelity
+    from nnsqueeze.zoo.minilm import Embedder, cosine_fidelity
 
     sentences = doc_sentences()
     held_out, validation = sentences[::10], sentences[5::10]  # test and validation: never trained on

@@ -20,6 +20,7 @@ MODULES = [
     "nnsqueeze.package",
     "nnsqueeze.update",
     "nnsqueeze.sparse.isa",
+    "nnsqueeze.zoo",
 ]
 
 

@@ -16,9 +16,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, method: str) ->
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
 
-    from nnsqueeze.demo.digits import load_data
     from nnsqueeze.fl.compressors import SparseBinary, TopK
     from nnsqueeze.fl.ddp_hooks import CompressionHookState, compressed_allreduce_hook
+    from nnsqueeze.zoo.digits import load_data
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

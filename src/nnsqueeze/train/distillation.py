@@ -14,7 +14,7 @@ from torch import nn
 
 from nnsqueeze.errors import ConfigError
 from nnsqueeze.train.config import DistillConfig
-from nnsqueeze.train.loop import Batches, fit
+from nnsqueeze.zoo.training import Batches, fit
 
 
 def distillation_loss(

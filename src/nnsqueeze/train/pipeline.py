@@ -21,9 +21,9 @@ from nnsqueeze.codec import CompressionReport, CompressOptions, compress, load_s
 from nnsqueeze.errors import ConfigError
 from nnsqueeze.train.config import PruningConfig, QATConfig, SharingConfig, SqueezeConfig
 from nnsqueeze.train.conversion import clone, convert
-from nnsqueeze.train.loop import Batches, fit
 from nnsqueeze.train.pruning import prepare_pruning, sparsity_report, update_masks
 from nnsqueeze.train.sharing import prepare_qat, prepare_sharing
+from nnsqueeze.zoo.training import Batches, fit
 
 EvalFn = Callable[[nn.Module], float]
 

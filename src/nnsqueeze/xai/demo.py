@@ -68,7 +68,7 @@ class ExplainDemoReport:
 
 def _model(out_dir: Path, seed: int, epochs: int | None, log: Log) -> tuple[nn.Module, bool]:
     import nnsqueeze
-    from nnsqueeze.demo import digits
+    from nnsqueeze.zoo import digits
 
     path = out_dir / MODEL_FILE
     if path.exists() and epochs is None:
@@ -152,15 +152,15 @@ def run_digits_demo(
 ) -> ExplainDemoReport:
     """Runs the demo (see the module docstring); ``epochs`` forces (re)training for that many epochs,
     ``steps`` limits the evaluated points of each perturbation curve (default: all 65)."""
-    from nnsqueeze.demo import digits
-    from nnsqueeze.demo.training import torch_threads
+    from nnsqueeze.zoo import accuracy as accuracy_of
+    from nnsqueeze.zoo import digits, torch_threads
 
     out_dir.mkdir(parents=True, exist_ok=True)
     get_composite(composite)  # fail early on an unknown name
     with torch_threads(1):
         model, trained = _model(out_dir, seed, epochs, log)
         data = digits.load_data(seed)
-        accuracy = digits.accuracy(model, data.x_test, data.y_test)
+        accuracy = accuracy_of(model, data.x_test, data.y_test)
         with torch.no_grad():
             correct = torch.nonzero(model(data.x_test).argmax(1) == data.y_test).squeeze(1)[:images]
         x, y = data.x_test[correct], data.y_test[correct]

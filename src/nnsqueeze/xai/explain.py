@@ -30,9 +30,9 @@ __all__ = ["ExplainResult", "build_architecture", "explain_checkpoint", "load_in
 def build_architecture(arch: str) -> nn.Module:
     """A fresh model: ``digits`` or ``module:function``."""
     if arch == "digits":
-        from nnsqueeze.demo.digits import build_model
+        from nnsqueeze import zoo
 
-        return build_model()
+        return zoo.build("digits_cnn")
     module_name, sep, attr = arch.partition(":")
     if not sep or not module_name or not attr:
         msg = f"--arch must be 'digits' or 'package.module:function', got {arch!r}"

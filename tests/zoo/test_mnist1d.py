@@ -1,4 +1,4 @@
-"""The MNIST-1D demo: offline data generation, the 1-D CNN, quick training, compression round trip."""
+"""The zoo's MNIST-1D: offline data generation, the 1-D CNN, quick training, compression round trip."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytest.importorskip("mnist1d")
 import torch
 
 import nnsqueeze
-from nnsqueeze.demo import mnist1d
+from nnsqueeze.zoo import accuracy, mnist1d
 
 
 def test_data_is_offline_deterministic_and_leaves_rngs(
@@ -32,7 +32,8 @@ def test_data_is_offline_deterministic_and_leaves_rngs(
     assert list(tmp_path.iterdir()) == []  # nothing written into the working directory
     b = mnist1d.load_data(500)
     assert all(bool((x == y).all()) for x, y in zip(a, b, strict=True))
-    assert a.x_train.shape == (400, 1, 40)
+    assert a.x_train.shape == (340, 1, 40)  # 80 % train, 15 % of it held out for validation
+    assert a.x_val.shape == (60, 1, 40)
     assert a.x_test.shape == (100, 1, 40)
     assert a.x_train.dtype == torch.float32
     assert a.y_train.dtype == torch.int64
@@ -51,7 +52,7 @@ def test_quick_training_learns_and_compresses() -> None:
     state = torch.random.get_rng_state()
     model, data = mnist1d.train_mnist1d_cnn(seed=0, epochs=15, num_samples=2000)
     assert torch.equal(state, torch.random.get_rng_state())
-    acc = mnist1d.accuracy(model, data.x_test, data.y_test)
+    acc = accuracy(model, data.x_test, data.y_test)
     assert acc > 0.4  # chance is 0.1 (this run: ~0.58); the default 20 epochs on 20k reach ~0.96
     tensors = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     report = nnsqueeze.compress(tensors, qp=-32, threads=1)
@@ -59,7 +60,7 @@ def test_quick_training_learns_and_compresses() -> None:
     decoded = nnsqueeze.decompress(report.data)
     restored = mnist1d.build_model()
     restored.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in decoded.items()})
-    assert mnist1d.accuracy(restored, data.x_test, data.y_test) >= acc - 0.02
+    assert accuracy(restored, data.x_test, data.y_test) >= acc - 0.02
 
 
 def test_training_is_deterministic() -> None:

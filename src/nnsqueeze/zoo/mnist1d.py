@@ -7,6 +7,7 @@ package's ``get_dataset`` is never called, since it downloads a pickle and write
 working directory.  On this data a CNN beats an MLP by a wide margin, so its accuracy reacts
 to every quantization error that matters.
 
+>>> from nnsqueeze.zoo import accuracy
 >>> model, data = train_mnist1d_cnn(seed=0)  # doctest: +SKIP
 >>> accuracy(model, data.x_test, data.y_test) >= 0.9  # doctest: +SKIP
 True
@@ -15,14 +16,13 @@ True
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from nnsqueeze.demo.training import accuracy as accuracy  # re-exported: the demos and benchmarks use it
-from nnsqueeze.demo.training import fit, torch_threads
+from nnsqueeze.zoo.splits import DEFAULT_VALIDATION, Split, cut_validation
+from nnsqueeze.zoo.training import ShuffledBatches, fit, torch_threads
 
 DEFAULT_SAMPLES = 20_000  # 16,000 train / 4,000 test
 DEFAULT_EPOCHS = 20
@@ -33,17 +33,11 @@ SEQ_LENGTH = 40
 CHANNELS = 25
 
 
-class Mnist1dData(NamedTuple):
-    """Train and test split: signals (N, 1, 40) as float32 (zero mean, unit variance), labels (N,)."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def load_data(num_samples: int = DEFAULT_SAMPLES, seed: int = DATA_SEED) -> Mnist1dData:
-    """Generates ``num_samples`` signals (80 % train, 20 % test) offline; ~0.4 s per 1,000.
+def load_data(
+    num_samples: int = DEFAULT_SAMPLES, seed: int = DATA_SEED, validation: float = DEFAULT_VALIDATION
+) -> Split:
+    """Generates ``num_samples`` signals (N, 1, 40), float32 (zero mean, unit variance), with labels
+    (N,) offline: 20 % test, and ``validation`` of the rest held out of training; ~0.4 s per 1,000.
 
     ``make_dataset`` reseeds Python's and NumPy's global generators: their states are restored
     afterwards, so calling this does not disturb the caller's random streams."""
@@ -68,7 +62,14 @@ def load_data(num_samples: int = DEFAULT_SAMPLES, seed: int = DATA_SEED) -> Mnis
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(y, dtype=np.int64))
 
-    return Mnist1dData(signals(d["x"]), labels(d["y"]), signals(d["x_test"]), labels(d["y_test"]))
+    return cut_validation(
+        signals(d["x"]),
+        labels(d["y"]),
+        signals(d["x_test"]),
+        labels(d["y_test"]),
+        fraction=validation,
+        seed=seed,
+    )
 
 
 def build_model(channels: int = CHANNELS) -> nn.Module:
@@ -88,19 +89,11 @@ def build_model(channels: int = CHANNELS) -> nn.Module:
     )
 
 
-def train(model: nn.Module, data: Mnist1dData, epochs: int = DEFAULT_EPOCHS, seed: int = 0) -> nn.Module:
-    """Trains ``model`` in place: Adam, shuffled mini-batches, the learning rate decayed by a
-    cosine schedule to zero (deterministic for a given seed)."""
-    return fit(
-        model,
-        data.x_train,
-        data.y_train,
-        epochs=epochs,
-        lr=LEARNING_RATE,
-        batch_size=BATCH_SIZE,
-        seed=seed,
-        cosine_schedule=True,
-    )
+def train(model: nn.Module, data: Split, epochs: int = DEFAULT_EPOCHS, seed: int = 0) -> nn.Module:
+    """Trains ``model`` in place on the training part: Adam, shuffled mini-batches, the learning rate
+    decayed by a cosine schedule to zero (deterministic for a given seed)."""
+    batches = ShuffledBatches(data.x_train, data.y_train, BATCH_SIZE, seed)
+    return fit(model, batches, epochs=epochs, lr=LEARNING_RATE, cosine=True)
 
 
 def train_mnist1d_cnn(
@@ -109,7 +102,7 @@ def train_mnist1d_cnn(
     *,
     num_samples: int = DEFAULT_SAMPLES,
     threads: int = 1,
-) -> tuple[nn.Module, Mnist1dData]:
+) -> tuple[nn.Module, Split]:
     """Generates the data and trains the CNN with seeded initialisation and batch order.
 
     About 30 s on one thread with the defaults (7 s of it generating the data; test accuracy

@@ -2,7 +2,10 @@
 
 Compressing a model is judged here by how close the sentence embeddings of the decoded weights stay to
 those of the original weights (cosine similarity, sentence by sentence).  The sentences are the first
-sentences of the docstrings of standard-library modules and functions: real English, available offline.
+sentences of the docstrings of standard-library objects: real English, available offline.  Two
+disjoint sets: :data:`SENTENCES` (the test set, from a fixed list of names) and
+:func:`heldout_sentences` (validation and calibration: public functions and classes of other
+modules, none of them a test sentence).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import importlib
 import inspect
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nnsqueeze.demo.training import torch_threads
+from nnsqueeze.zoo.training import torch_threads
 
 # MiniLM is loaded from the package directory; the Hub must never be asked.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,6 +102,44 @@ def stdlib_sentences(limit: int = MAX_SENTENCES) -> tuple[str, ...]:
 
 
 SENTENCES: tuple[str, ...] = stdlib_sentences()
+
+_HELDOUT_MODULE_LINES = (
+    "argparse base64 bisect calendar codecs collections configparser contextlib csv dataclasses datetime",
+    "decimal email enum functools hashlib heapq http io itertools json locale logging operator os pathlib",
+    "pickle queue random re selectors shutil signal socket statistics string struct subprocess tarfile",
+    "tempfile textwrap threading tokenize types typing unittest urllib uuid xml zipfile",
+)
+_HELDOUT_MODULES = [name for line in _HELDOUT_MODULE_LINES for name in line.split()]
+
+
+def heldout_sentences(limit: int = MAX_SENTENCES) -> tuple[str, ...]:
+    """First docstring sentences of public functions and classes of standard-library modules, none of
+    them in :data:`SENTENCES`: data for validation, calibration and Fisher estimates, disjoint from the
+    test set.  With more candidates than ``limit``, every k-th is taken, so the set spans all modules."""
+    skip = set(SENTENCES)
+    out: list[str] = []
+    for module_name in _HELDOUT_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for name in sorted(dir(module)):
+            if name.startswith("_"):
+                continue
+            with warnings.catch_warnings():  # deprecated aliases (typing.io) warn when read
+                warnings.simplefilter("ignore", DeprecationWarning)
+                obj = getattr(module, name, None)
+                doc = inspect.getdoc(obj) if inspect.isfunction(obj) or inspect.isclass(obj) else None
+            if not doc:
+                continue
+            sentence = _first_sentence(doc)
+            usable = 25 <= len(sentence) <= 200 and sentence[0].isupper() and sentence.endswith(".")
+            if usable and sentence not in skip:
+                skip.add(sentence)
+                out.append(sentence)
+    if len(out) > limit:
+        out = [out[i] for i in np.linspace(0, len(out) - 1, limit).astype(int)]
+    return tuple(out)
 
 
 def available() -> bool:
