@@ -177,7 +177,12 @@ def load_npz(path: Path) -> dict[str, FloatArray]:
 
 
 def run_once(
-    nnc: Any, tensors: dict[str, FloatArray], qp: int, use_dq: bool
+    nnc: Any,
+    tensors: dict[str, FloatArray],
+    qp: int,
+    use_dq: bool,
+    qp_density: int = QP_DENSITY,
+    nonweight_qp: int = NONWEIGHT_QP,
 ) -> tuple[bytes, dict[str, Any], float, float]:
     """One encode + decode; returns (bitstream, decoded dict, encode seconds, decode seconds)."""
     # NNCodec 2.1.3 crashes on 0-d arrays; code scalars as shape (1,) (restored by the caller)
@@ -190,8 +195,8 @@ def run_once(
             params,
             bitstream_path=None,
             qp=qp,
-            qp_density=QP_DENSITY,
-            nonweight_qp=NONWEIGHT_QP,
+            qp_density=qp_density,
+            nonweight_qp=nonweight_qp,
             use_dq=use_dq,
             lambda_scale=0,
             param_opt=True,
@@ -215,6 +220,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-json", type=Path, required=True, help="where to write the result JSON")
     parser.add_argument("--out-npz", type=Path, default=None, help="optional: write decoded arrays here")
     parser.add_argument("--repeat", type=int, default=1, help="encode+decode runs; times are medians")
+    parser.add_argument(
+        "--qp-density", type=int, default=QP_DENSITY, help="NNR qp_density (2^d steps per octave)"
+    )
+    parser.add_argument(
+        "--nonweight-offset",
+        type=int,
+        default=None,
+        help=f"1-D tensors at QP + this offset (default: at QP {NONWEIGHT_QP} whatever the QP)",
+    )
+    parser.add_argument(
+        "--more-qps",
+        default="",
+        help="batch mode: further weight QPs, comma-separated, coded in this one process; each writes "
+        "OUT-JSON and OUT-NPZ with _qpN added to the file stem",
+    )
     parser.add_argument(
         "--base", type=Path, default=None, help="incremental mode: npz of the base model (--input is NEW)"
     )
@@ -351,7 +371,7 @@ def main_incremental(args: argparse.Namespace) -> int:
         "tca_ndus": tca_ndus,
         "skipped_ndus": skipped_ndus,
         "compress_differences": True,
-        "step": qp_to_step(args.qp),
+        "step": qp_to_step(args.qp, args.qp_density),
         "max_abs_err": max_abs_err,
         "n_params": int(sum(a.size for a in new.values())),
         "repeat": args.repeat,
@@ -367,20 +387,11 @@ def main_incremental(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.base is not None:
-        return main_incremental(args)
-    input_path: Path = args.input.resolve()
-    out_json: Path = args.out_json.resolve()
-    out_npz: Path | None = args.out_npz.resolve() if args.out_npz is not None else None
-
-    torch.set_num_threads(1)
-    install_torchvision_placeholder()
-    nnc = importlib.import_module("nncodec.nnc")  # only after the torchvision placeholder is in place
-
-    tensors = load_npz(input_path)
+def code_at(nnc: Any, tensors: dict[str, FloatArray], qp: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Codes ``tensors`` at weight QP ``qp`` ``args.repeat`` times; returns the result JSON object and
+    writes the decoded arrays to ``args.out_npz`` (with the QP in the name in batch mode)."""
     use_dq = bool(args.dq)
+    nonweight = NONWEIGHT_QP if args.nonweight_offset is None else qp + args.nonweight_offset
     encode_times: list[float] = []
     decode_times: list[float] = []
     bitstream = b""
@@ -390,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(workdir)
         try:
             for _ in range(args.repeat):
-                stream, decoded, enc_s, dec_s = run_once(nnc, tensors, args.qp, use_dq)
+                stream, decoded, enc_s, dec_s = run_once(nnc, tensors, qp, use_dq, args.qp_density, nonweight)
                 if bitstream and stream != bitstream:
                     raise RuntimeError("NNCodec produced different bitstreams for identical input")
                 bitstream = stream
@@ -398,32 +409,53 @@ def main(argv: list[str] | None = None) -> int:
                 decode_times.append(dec_s)
         finally:
             os.chdir(old_cwd)
-
     missing = sorted(set(tensors) - set(decoded))
     if missing:
         raise RuntimeError(f"decoded model lacks tensors: {missing[:5]}")
-    result: dict[str, Any] = {
-        "bytes": len(bitstream),
-        "encode_s": statistics.median(encode_times),
-        "decode_s": statistics.median(decode_times),
-        "nncodec_version": importlib.metadata.version("nncodec"),
-        "qp": args.qp,
-        "dq": args.dq,
-        "step": qp_to_step(args.qp),
-        "n_params": int(sum(a.size for a in tensors.values())),
-        "repeat": args.repeat,
-    }
-    out_json.write_text(json.dumps(result, indent=2) + "\n")
+    out_npz = _batch_path(args.out_npz, qp, args) if args.out_npz is not None else None
     if out_npz is not None:
         rec: dict[str, Any] = {
             name: np.asarray(decoded[name], dtype=np.float32).reshape(array.shape)
             for name, array in tensors.items()
         }
         np.savez(out_npz, **rec)
-    print(
-        f"nncodec {result['nncodec_version']} qp={args.qp} dq={args.dq}: {result['bytes']} B, "
-        f"encode {result['encode_s']:.4f} s, decode {result['decode_s']:.4f} s"
-    )
+    return {
+        "bytes": len(bitstream),
+        "encode_s": statistics.median(encode_times),
+        "decode_s": statistics.median(decode_times),
+        "nncodec_version": importlib.metadata.version("nncodec"),
+        "qp": qp,
+        "qp_density": args.qp_density,
+        "nonweight_qp": nonweight,
+        "dq": args.dq,
+        "step": qp_to_step(qp, args.qp_density),
+        "n_params": int(sum(a.size for a in tensors.values())),
+        "repeat": args.repeat,
+    }
+
+
+def _batch_path(path: Path, qp: int, args: argparse.Namespace) -> Path:
+    path = path.resolve()
+    return path.with_name(f"{path.stem}_qp{qp}{path.suffix}") if args.more_qps else path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.base is not None:
+        return main_incremental(args)
+    torch.set_num_threads(1)
+    install_torchvision_placeholder()
+    nnc = importlib.import_module("nncodec.nnc")  # only after the torchvision placeholder is in place
+    tensors = load_npz(args.input.resolve())
+    qps = [args.qp] + [int(q) for q in args.more_qps.split(",") if q.strip()]
+    for qp in qps:
+        result = code_at(nnc, tensors, qp, args)
+        _batch_path(args.out_json, qp, args).write_text(json.dumps(result, indent=2) + "\n")
+        print(
+            f"nncodec {result['nncodec_version']} qp={qp} dq={args.dq}: {result['bytes']} B, "
+            f"encode {result['encode_s']:.4f} s, decode {result['decode_s']:.4f} s",
+            flush=True,
+        )
     return 0
 
 

@@ -16,9 +16,11 @@ except ImportError as exc:  # pragma: no cover - only without a build
     raise
 
 from nnsqueeze.codec import (
+    RDO_DEFAULTS,
     CompressionReport,
     CompressOptions,
     NnsqFile,
+    RdoSettings,
     TensorReport,
     compress,
     decompress,
@@ -44,6 +46,7 @@ from nnsqueeze.update import apply_update, compress_update
 __version__ = "0.1.0"
 
 __all__ = [
+    "RDO_DEFAULTS",
     "BaseMismatchError",
     "BitstreamError",
     "CheckpointError",
@@ -54,6 +57,7 @@ __all__ = [
     "NnsqFile",
     "NnsqueezeError",
     "PackageError",
+    "RdoSettings",
     "ReplyRejected",
     "TensorError",
     "TensorReport",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from nnsqueeze.coding.parallel import ordered_map
 from nnsqueeze.dtypes import FLOAT_DTYPES, storage_dtype, to_float32
 from nnsqueeze.errors import BaseMismatchError, BitstreamError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
+from nnsqueeze.quant.allocation import allocate_steps, weight_statistics
 from nnsqueeze.quant.rdo import normalized_importance, rdo_encode, trellis_encode, uniform_encode
 from nnsqueeze.quant.uniform import check_step, qp_to_step, quantize, step_to_qp, unquantizable
 from nnsqueeze.target import Trial
@@ -51,6 +52,19 @@ CODERS = ("auto", "tokens", "cabac")
 # Weights from this size up code with tokens under coder="auto": below it the per-chunk frequency
 # tables (a few hundred bytes) outweigh what the static model saves.
 TOKENS_MIN_ELEMENTS = 1 << 16
+
+
+class RdoSettings(NamedTuple):
+    """The recommended data-free RD mode (``compress(..., rdo=True)``, ``nnsqueeze compress --rdo``)."""
+
+    step_allocation: float
+    rdo_lambda: float
+
+
+# Chosen once on the validation parts of the zoo's digits and MNIST-1D models by
+# benchmarks/tune_rd.py (benchmarks/rd_results/tuning.md), never per model.
+RDO_DEFAULTS = RdoSettings(step_allocation=1.0, rdo_lambda=0.0)
+MIN_ALLOCATED_STEP = 2.0**-64  # allocated steps stay in the coder's range (a finer one would code losslessly)
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,11 @@ class CompressOptions:
     rdo_lambda
         Rate-distortion optimised quantization of weights when > 0: the squared-step distortion
         one bit is worth (about 0.05-0.3 is useful); 0 rounds to the nearest level.
+    step_allocation
+        Data-free bit allocation between weight tensors (:mod:`nnsqueeze.quant.allocation`): 0 gives
+        every weight tensor the same step; above 0 each gets a step from its spread and size, finer
+        for small weights, coarser for large tensors, at about the same file size.
+        :data:`RDO_DEFAULTS` holds the recommended value.
     trellis
         Dependent (trellis-coded) quantization of weights: two interleaved quantizers chosen by a
         4-state machine, a Viterbi search with the rate term ``rdo_lambda``.
@@ -107,6 +126,7 @@ class CompressOptions:
     num_gtx: int | None = None
     threads: int | None = None
     rdo_lambda: float = 0.0
+    step_allocation: float = 0.0
     trellis: bool = False
     effort: int = 1
     chunk_elements: int | None = None
@@ -123,6 +143,7 @@ class CompressOptions:
         if not (math.isfinite(self.rdo_lambda) and self.rdo_lambda >= 0):
             msg = f"rdo_lambda must be finite and >= 0, got {self.rdo_lambda}"
             raise ConfigError(msg)
+        allocate_steps({}, 1.0, self.step_allocation)  # checks the strength
         if self.threads is not None and self.threads < 1:
             msg = f"threads must be >= 1, got {self.threads}"
             raise ConfigError(msg)
@@ -398,6 +419,7 @@ def compress(
     threads: int | None = None,
     lambda_: float = 0.0,
     trellis: bool = False,
+    rdo: bool = False,
     fisher: Mapping[str, Any] | None = None,
     target_size: int | str | None = None,
     target_bits_per_param: float | None = None,
@@ -413,6 +435,9 @@ def compress(
     names to arrays or torch tensors, a ``torch.nn.Module`` or an opened
     :class:`nnsqueeze.io.Checkpoint`.  Tensors are read, coded and
     written one at a time (a few in parallel), so memory stays near a few times the largest tensor.
+    ``rdo=True`` is the recommended data-free RD mode: bits allocated between the weight tensors from
+    their statistics, plus RDOQ, as :data:`RDO_DEFAULTS` says (settings that ``options`` or
+    ``lambda_`` give explicitly win).
     ``lambda_`` > 0 turns on rate-distortion optimised quantization; ``fisher`` maps tensor names to
     importance arrays of the same shape (e.g. :func:`nnsqueeze.fisher_diagonal`) that weight its
     distortion.  ``options`` overrides ``qp``, ``step``, ``lossless``, ``threads`` and ``lambda_``.
@@ -427,6 +452,12 @@ def compress(
     opts = options or CompressOptions(
         qp=qp, step=step, lossless=lossless, threads=threads, rdo_lambda=lambda_, trellis=trellis
     )
+    if rdo:
+        opts = dataclasses.replace(
+            opts,
+            step_allocation=opts.step_allocation or RDO_DEFAULTS.step_allocation,
+            rdo_lambda=opts.rdo_lambda or RDO_DEFAULTS.rdo_lambda,
+        )
     if target_size is not None or target_bits_per_param is not None or target_metric is not None:
         return _compress_to_target(
             source,
@@ -446,12 +477,20 @@ def compress(
     importance = _importance_arrays(fisher)
     started = time.perf_counter()
     checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source)
+    tensors: Iterable[NamedTensor] = checkpoint.tensors
+    steps: dict[str, float] = {}
+    if opts.step_allocation > 0 and not opts.lossless:  # a first pass for the tensors' statistics
+        if isinstance(source, Checkpoint):
+            tensors = list(tensors)  # an opened checkpoint reads once: keep its tensors
+            steps = allocated_steps(tensors, opts)
+        else:
+            steps = allocated_steps(open_checkpoint(source).tensors, opts)
     meta = dict(checkpoint.metadata)
     meta.update(checked_metadata(metadata))
     meta.setdefault("nnsqueeze.source_format", checkpoint.format)
     writer = ContainerWriter(dest)
     try:
-        reports, raw = code_tensors(writer, checkpoint.tensors, opts, importance, progress)
+        reports, raw = code_tensors(writer, tensors, opts, importance, progress, steps)
         return finish(writer, meta, checkpoint.attachments, reports, raw, started, opts)
     except BaseException:
         writer.abort()
@@ -498,13 +537,22 @@ def code_tensors(
     opts: CompressOptions,
     importance: Mapping[str, np.ndarray] | None = None,
     progress: Callable[[TensorReport], None] | None = None,
+    steps: Mapping[str, float] | None = None,
 ) -> tuple[list[TensorReport], int]:
-    """Codes tensors (a few in parallel, in order) into ``writer``; returns their reports and raw bytes."""
+    """Codes tensors (a few in parallel, in order) into ``writer``; returns their reports and raw bytes.
+
+    ``steps`` gives weight tensors their own step (from :func:`allocated_steps`)."""
     reports: list[TensorReport] = []
     raw = 0
     imp = importance or {}
+    own = steps or {}
+
+    def encode(t: NamedTensor) -> _Coded:
+        tensor_opts = dataclasses.replace(opts, step=own[t.name]) if t.name in own else opts
+        return encode_tensor(t, tensor_opts, imp.get(t.name))
+
     for coded in ordered_map(
-        lambda t: encode_tensor(t, opts, imp.get(t.name)),
+        encode,
         tensors,
         opts.worker_count,
         cost=lambda t: t.array.nbytes,
@@ -515,6 +563,17 @@ def code_tensors(
         if progress is not None:
             progress(coded.report)
     return reports, raw
+
+
+def allocated_steps(tensors: Iterable[NamedTensor], opts: CompressOptions) -> dict[str, float]:
+    """The weight tensors' steps under ``opts.step_allocation`` (empty when it is 0 or coding is
+    lossless); reads each tensor once, one at a time."""
+    if opts.step_allocation == 0.0 or opts.lossless:
+        return {}
+    weights = (t for t in tensors if t.dtype in FLOAT_DTYPES and t.array.ndim >= 2)
+    stats = weight_statistics((t.name, to_float32(t.array, t.dtype)) for t in weights)
+    steps = allocate_steps(stats, opts.weight_step, opts.step_allocation)
+    return {name: min(max(step, MIN_ALLOCATED_STEP), cabac.MAX_STEP) for name, step in steps.items()}
 
 
 def add_notes(meta: dict[str, str], reports: Iterable[TensorReport]) -> None:

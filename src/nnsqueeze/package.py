@@ -41,7 +41,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from nnsqueeze.codec import (
     CompressOptions,
     NnsqFile,
     TensorReport,
+    allocated_steps,
     checked_metadata,
     code_tensors,
     finish,
@@ -296,6 +297,7 @@ def compress_directory(
     attachments: dict[str, bytes] = {}
     reports: list[TensorReport] = []
     raw = 0
+    steps = allocated_steps(_package_tensors(files), opts)  # one allocation over every tensor file
     try:
         for rel, path in files:
             entry = None
@@ -308,7 +310,7 @@ def compress_directory(
                 else:
                     names: list[str] = []
                     coded, size = code_tensors(
-                        writer, _renamed(checkpoint.tensors, rel, names), opts, None, progress
+                        writer, _renamed(checkpoint.tensors, rel, names), opts, None, progress, steps
                     )
                     reports += coded
                     raw += size
@@ -333,6 +335,18 @@ def compress_directory(
     except BaseException:
         writer.abort()
         raise
+
+
+def _package_tensors(files: Iterable[tuple[str, Path]]) -> Iterator[NamedTensor]:
+    """Every tensor of the package's tensor files under its package name, one at a time (for the
+    step allocation's statistics; files that are no checkpoint are skipped, as coding stores them)."""
+    for rel, path in files:
+        if path.suffix.lower() in SUPPORTED_SUFFIXES:
+            try:
+                checkpoint = open_checkpoint(path)
+            except CheckpointError:
+                continue
+            yield from _renamed(checkpoint.tensors, rel, [])
 
 
 # ------------------------------------------------------------------------------------- extract

@@ -13,7 +13,7 @@ from nnsqueeze.cli.explain import add_explain_parser
 from nnsqueeze.cli.fl_sim import add_fl_sim_parser
 from nnsqueeze.cli.progress import Progress
 from nnsqueeze.cli.squeeze import add_squeeze_parser
-from nnsqueeze.codec import DEFAULT_QP, CompressOptions, NnsqFile, compress
+from nnsqueeze.codec import DEFAULT_QP, RDO_DEFAULTS, CompressOptions, NnsqFile, compress
 from nnsqueeze.coding.methods import METHODS
 from nnsqueeze.errors import ConfigError, NnsqueezeError, PackageError
 from nnsqueeze.io import NamedTensor
@@ -28,12 +28,24 @@ from nnsqueeze.package import (
 from nnsqueeze.update import DEFAULT_UPDATE_QP, UPDATE_KEY, apply_update_tensors, compress_update, update_info
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         msg = f"not a number: {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < float("inf"):
+        msg = f"must be finite and >= 0: {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
     if not value > 0:
         msg = f"must be positive: {text}"
         raise argparse.ArgumentTypeError(msg)
@@ -48,6 +60,21 @@ def _human(n: float) -> str:
     return f"{n:.2f} GB"
 
 
+RDO_MODE = -1.0  # --rdo without a value: the recommended settings
+
+
+def _rdo_lambda(args: argparse.Namespace) -> float:
+    if args.rdo is None:
+        return 0.0
+    return RDO_DEFAULTS.rdo_lambda if args.rdo == RDO_MODE else float(args.rdo)
+
+
+def _step_allocation(args: argparse.Namespace) -> float:
+    if args.step_allocation is not None:
+        return float(args.step_allocation)
+    return RDO_DEFAULTS.step_allocation if args.rdo is not None else 0.0
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from nnsqueeze.io import open_checkpoint
 
@@ -60,7 +87,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         lossless=args.lossless,
         threads=args.threads,
         lossless_1d=args.lossless_1d,
-        rdo_lambda=args.rdo,
+        rdo_lambda=_rdo_lambda(args),
+        step_allocation=_step_allocation(args),
         trellis=args.trellis,
         chunk_elements=args.chunk_elements,
         effort=args.effort,
@@ -315,12 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--rdo",
-        type=float,
+        type=_non_negative_float,
         nargs="?",
-        const=0.1,
-        default=0.0,
+        const=RDO_MODE,
+        default=None,
         metavar="LAMBDA",
-        help="rate-distortion optimised quantization; LAMBDA = squared-step distortion per bit (default 0.1)",
+        help="the recommended rate-distortion mode: bits allocated between tensors from their statistics "
+        f"(strength {RDO_DEFAULTS.step_allocation}) plus RDOQ at LAMBDA (squared-step distortion per bit; "
+        f"default {RDO_DEFAULTS.rdo_lambda}); settings chosen on validation data (docs/rd.md)",
+    )
+    c.add_argument(
+        "--step-allocation",
+        type=_non_negative_float,
+        metavar="S",
+        help="bit allocation strength between weight tensors: 0 = one step for all, 1 = the equal-slope "
+        f"rule (default {RDO_DEFAULTS.step_allocation} with --rdo, else 0)",
     )
     c.add_argument("--trellis", action="store_true", help="dependent (trellis-coded) quantization")
     target = c.add_mutually_exclusive_group()

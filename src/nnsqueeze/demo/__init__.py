@@ -12,6 +12,7 @@ Needs the ``demo`` extra (torch, scikit-learn), and the ``minilm`` extra for Min
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import sys
 import time
@@ -180,6 +181,8 @@ def run_demo(
     Progress goes to ``log`` (stderr by default).  With ``out_dir``, the ``.nnsq`` files are written
     there (``digits_cnn.nnsq``, ``minilm.nnsq``).  Speeds are float32 MB per second, the median of
     ``repeats`` runs."""
+    # Both demos run torch models: a missing torch fails before the first progress line.
+    importlib.import_module("torch")
     results = [run_digits(qp, out_dir=out_dir, log=log, repeats=repeats)]
     if minilm is None:
         minilm = zoo.get("minilm").available()
