@@ -66,17 +66,15 @@ def log(message: str) -> None:
 
 
 def ours(task: zoo.Task, qps: Sequence[int], rdo: bool) -> list[rd.Point]:
+    settings = nnsqueeze.RDO_DEFAULTS if rdo else nnsqueeze.RdoSettings(step_allocation=0.0, rdo_lambda=0.0)
+
     def options(step: float) -> nnsqueeze.CompressOptions:
-        opts = nnsqueeze.CompressOptions(step=step, qp_1d_offset=rd.QP_1D_OFFSET // 4)
-        if rdo:
-            d = nnsqueeze.RDO_DEFAULTS
-            return nnsqueeze.CompressOptions(
-                step=step,
-                qp_1d_offset=rd.QP_1D_OFFSET // 4,
-                step_allocation=d.step_allocation,
-                rdo_lambda=d.rdo_lambda,
-            )
-        return opts
+        return nnsqueeze.CompressOptions(
+            step=step,
+            qp_1d_offset=rd.QP_1D_OFFSET // 4,
+            step_allocation=settings.step_allocation,
+            rdo_lambda=settings.rdo_lambda,
+        )
 
     return rd.sweep(task, options, qps, "test")
 

@@ -36,7 +36,7 @@ from bench_memory import cpu_name, git_revision
 import nnsqueeze
 from nnsqueeze import zoo
 
-STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # 1 is the equal-slope rule; 2 the most allowed
 LAMBDAS = (0.0, 0.05, 0.15)
 TUNING = {"digits_cnn": (0, 1, 2), "mlp": (0, 1, 2), "lenet5": (0, 1, 2), "mnist1d_cnn": (0,)}
 OUT = Path(__file__).parent / "rd_results"

@@ -63,7 +63,7 @@ class RdoSettings(NamedTuple):
 
 # Chosen once on the validation parts of the zoo's digits and MNIST-1D models by
 # benchmarks/tune_rd.py (benchmarks/rd_results/tuning.md), never per model.
-RDO_DEFAULTS = RdoSettings(step_allocation=1.0, rdo_lambda=0.0)
+RDO_DEFAULTS = RdoSettings(step_allocation=1.5, rdo_lambda=0.0)
 MIN_ALLOCATED_STEP = 2.0**-64  # allocated steps stay in the coder's range (a finer one would code losslessly)
 
 
