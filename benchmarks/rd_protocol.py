@@ -9,7 +9,9 @@
 * BD-rate window: fidelity from 95 % to 99.5 % of the float model's own score on the same part;
   Bjontegaard's least-squares cubic of log-rate over each curve's points inside the window, at
   least :data:`MIN_POINTS` of them;
-* threshold: the fewest bits whose point, and every finer point, keeps 99 % of the float score.
+* threshold: the fewest bits whose point, and every finer point, keeps 99 % of the float score;
+* calibrated mode: calibrated on the validation part's inputs, measured afresh at every QP (as a
+  user running ``--calibrate`` at that QP gets it), scored like every other curve.
 """
 
 from __future__ import annotations
@@ -59,13 +61,16 @@ def sweep(
     options: Callable[[float], nnsqueeze.CompressOptions],
     qps: Sequence[int],
     part: zoo.Part,
+    calibration: Callable[[int], nnsqueeze.Calibration] | None = None,
 ) -> list[Point]:
-    """Codes the task's weights at each QP's step with ``options(step)`` and scores the decoded model."""
+    """Codes the task's weights at each QP's step with ``options(step)`` (and ``calibration(qp)``,
+    if given) and scores the decoded model on ``part``."""
     state = task.state_dict()
     params = sum(int(np.asarray(v).size) for v in state.values())
     points = []
     for qp in qps:
-        report = nnsqueeze.compress(state, options=options(nncodec_step(qp)))
+        cal = calibration(qp) if calibration is not None else None
+        report = nnsqueeze.compress(state, options=options(nncodec_step(qp)), calibration=cal)
         assert report.data is not None
         decoded = nnsqueeze.decompress(report.data)
         points.append(Point(qp, 8 * report.file_bytes / params, task.evaluate(decoded, part)))
@@ -149,6 +154,20 @@ def check_bd_rate() -> None:
 def as_json(points: Sequence[Point]) -> list[list[Any]]:
     """Compact rows ``[qp, bits/param, fidelity]``."""
     return [[p.qp, round(p.bpp, 4), round(p.fidelity, 5)] for p in points]
+
+
+class Calibrations:
+    """One calibration of a task per QP, measured at that QP's step, shared by every curve."""
+
+    def __init__(self, task: zoo.Task, part: zoo.Part = "validation") -> None:
+        self.task, self.part = task, part
+        self.by_qp: dict[int, nnsqueeze.Calibration] = {}
+
+    def __call__(self, qp: int) -> nnsqueeze.Calibration:
+        if qp not in self.by_qp:
+            self.by_qp[qp] = self.task.calibration(self.part)
+            self.by_qp[qp].sensitivities(nncodec_step(qp))
+        return self.by_qp[qp]
 
 
 def qp_grid(model: str) -> list[int]:

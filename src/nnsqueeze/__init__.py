@@ -15,7 +15,9 @@ except ImportError as exc:  # pragma: no cover - only without a build
     exc.add_note("nnsqueeze's C++ core is not built: install with `pip install .` (or `pip install -ve .`).")
     raise
 
+from nnsqueeze.calibration import Calibration
 from nnsqueeze.codec import (
+    CALIBRATED_DEFAULTS,
     RDO_DEFAULTS,
     CompressionReport,
     CompressOptions,
@@ -29,6 +31,7 @@ from nnsqueeze.codec import (
 from nnsqueeze.errors import (
     BaseMismatchError,
     BitstreamError,
+    CalibrationError,
     CheckpointError,
     ConfigError,
     MissingDependencyError,
@@ -46,9 +49,12 @@ from nnsqueeze.update import apply_update, compress_update
 __version__ = "0.1.0"
 
 __all__ = [
+    "CALIBRATED_DEFAULTS",
     "RDO_DEFAULTS",
     "BaseMismatchError",
     "BitstreamError",
+    "Calibration",
+    "CalibrationError",
     "CheckpointError",
     "CompressOptions",
     "CompressionReport",

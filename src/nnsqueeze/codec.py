@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -36,12 +36,15 @@ from nnsqueeze.coding.container import (
 )
 from nnsqueeze.coding.parallel import ordered_map
 from nnsqueeze.dtypes import FLOAT_DTYPES, storage_dtype, to_float32
-from nnsqueeze.errors import BaseMismatchError, BitstreamError, ConfigError
+from nnsqueeze.errors import BaseMismatchError, BitstreamError, CalibrationError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
 from nnsqueeze.quant.allocation import allocate_steps, weight_statistics
 from nnsqueeze.quant.rdo import normalized_importance, rdo_encode, trellis_encode, uniform_encode
 from nnsqueeze.quant.uniform import check_step, qp_to_step, quantize, step_to_qp, unquantizable
 from nnsqueeze.target import Trial
+
+if TYPE_CHECKING:
+    from nnsqueeze.calibration import Calibration
 
 DEFAULT_QP = -28
 # Metadata key listing the tensors coded differently from the options, and why.
@@ -64,6 +67,8 @@ class RdoSettings(NamedTuple):
 # Chosen once on the validation parts of the zoo's digits and MNIST-1D models by
 # benchmarks/tune_rd.py (benchmarks/rd_results/tuning.md), never per model.
 RDO_DEFAULTS = RdoSettings(step_allocation=1.5, rdo_lambda=0.0)
+# The calibrated mode's strength (compress(..., calibration=...), --calibrate), chosen the same way.
+CALIBRATED_DEFAULTS = RdoSettings(step_allocation=0.75, rdo_lambda=0.0)
 MIN_ALLOCATED_STEP = 2.0**-64  # allocated steps stay in the coder's range (a finer one would code losslessly)
 
 
@@ -420,6 +425,7 @@ def compress(
     lambda_: float = 0.0,
     trellis: bool = False,
     rdo: bool = False,
+    calibration: Calibration | None = None,
     fisher: Mapping[str, Any] | None = None,
     target_size: int | str | None = None,
     target_bits_per_param: float | None = None,
@@ -438,6 +444,9 @@ def compress(
     ``rdo=True`` is the recommended data-free RD mode: bits allocated between the weight tensors from
     their statistics, plus RDOQ, as :data:`RDO_DEFAULTS` says (settings that ``options`` or
     ``lambda_`` give explicitly win).
+    ``calibration`` (:class:`nnsqueeze.Calibration`: the model run on sample inputs) measures how
+    much each weight tensor's rounding moves the outputs and allocates the steps from that, at the
+    strength ``options.step_allocation`` or :data:`CALIBRATED_DEFAULTS`.
     ``lambda_`` > 0 turns on rate-distortion optimised quantization; ``fisher`` maps tensor names to
     importance arrays of the same shape (e.g. :func:`nnsqueeze.fisher_diagonal`) that weight its
     distortion.  ``options`` overrides ``qp``, ``step``, ``lossless``, ``threads`` and ``lambda_``.
@@ -452,6 +461,9 @@ def compress(
     opts = options or CompressOptions(
         qp=qp, step=step, lossless=lossless, threads=threads, rdo_lambda=lambda_, trellis=trellis
     )
+    if calibration is not None and opts.lossless:
+        msg = "calibration allocates quantization steps; lossless coding has none"
+        raise ConfigError(msg)
     if rdo:
         opts = dataclasses.replace(
             opts,
@@ -469,9 +481,14 @@ def compress(
             target_bits_per_param,
             target_metric,
             min_metric,
+            calibration,
         )
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         from nnsqueeze.package import compress_directory
+
+        if calibration is not None:
+            msg = "calibration runs one model: compress the model file, not a directory"
+            raise ConfigError(msg)
 
         return compress_directory(source, dest, options=opts, metadata=metadata, progress=progress)
     importance = _importance_arrays(fisher)
@@ -479,7 +496,10 @@ def compress(
     checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source)
     tensors: Iterable[NamedTensor] = checkpoint.tensors
     steps: dict[str, float] = {}
-    if opts.step_allocation > 0 and not opts.lossless:  # a first pass for the tensors' statistics
+    if calibration is not None and not opts.lossless:
+        strength = opts.step_allocation or CALIBRATED_DEFAULTS.step_allocation
+        steps = in_coder_range(calibration.steps(opts.weight_step, strength))
+    elif opts.step_allocation > 0 and not opts.lossless:  # a first pass for the tensors' statistics
         if isinstance(source, Checkpoint):
             tensors = list(tensors)  # an opened checkpoint reads once: keep its tensors
             steps = allocated_steps(tensors, opts)
@@ -491,6 +511,10 @@ def compress(
     writer = ContainerWriter(dest)
     try:
         reports, raw = code_tensors(writer, tensors, opts, importance, progress, steps)
+        foreign = sorted(set(steps) - {r.name for r in reports})
+        if foreign:  # a calibration made from another model
+            msg = f"steps were allocated to tensors the model does not have: {', '.join(foreign[:5])}"
+            raise CalibrationError(msg)
         return finish(writer, meta, checkpoint.attachments, reports, raw, started, opts)
     except BaseException:
         writer.abort()
@@ -572,7 +596,11 @@ def allocated_steps(tensors: Iterable[NamedTensor], opts: CompressOptions) -> di
         return {}
     weights = (t for t in tensors if t.dtype in FLOAT_DTYPES and t.array.ndim >= 2)
     stats = weight_statistics((t.name, to_float32(t.array, t.dtype)) for t in weights)
-    steps = allocate_steps(stats, opts.weight_step, opts.step_allocation)
+    return in_coder_range(allocate_steps(stats, opts.weight_step, opts.step_allocation))
+
+
+def in_coder_range(steps: Mapping[str, float]) -> dict[str, float]:
+    """Allocated steps clipped to the steps the coder takes."""
     return {name: min(max(step, MIN_ALLOCATED_STEP), cabac.MAX_STEP) for name, step in steps.items()}
 
 
@@ -593,6 +621,7 @@ def _compress_to_target(
     target_bits_per_param: float | None,
     target_metric: Callable[[dict[str, np.ndarray]], float] | None,
     min_metric: float | None,
+    calibration: Calibration | None,
 ) -> CompressionReport:
     from nnsqueeze.target import parse_size, search_metric, search_size
 
@@ -610,15 +639,17 @@ def _compress_to_target(
 
     def encode(qp: float) -> CompressionReport:
         trial = dataclasses.replace(opts, qp=round(qp), step=2.0 ** (qp / 4))
-        return compress(source, None, options=trial, fisher=fisher, metadata=metadata)
+        return compress(
+            source, None, options=trial, fisher=fisher, metadata=metadata, calibration=calibration
+        )
 
     if target_metric is not None:
         assert min_metric is not None
 
-        def evaluate(qp: float) -> float:
+        def evaluate(qp: float) -> tuple[float, int]:
             report = encode(qp)
             assert report.data is not None
-            return float(target_metric(decompress(report.data, threads=opts.threads)))
+            return float(target_metric(decompress(report.data, threads=opts.threads))), report.file_bytes
 
         qp, trials = search_metric(evaluate, min_metric, start_qp=start_qp)
     else:
@@ -640,7 +671,7 @@ def _compress_to_target(
 
         qp, trials = search_size(size_of, target, start_qp=start_qp, num_elements=first.num_elements)
     final = dataclasses.replace(opts, qp=round(qp), step=2.0 ** (qp / 4))
-    report = compress(source, dest, options=final, fisher=fisher, metadata=metadata)
+    report = compress(source, dest, options=final, fisher=fisher, metadata=metadata, calibration=calibration)
     return dataclasses.replace(report, search=tuple(trials))
 
 

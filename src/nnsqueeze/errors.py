@@ -43,3 +43,8 @@ class PackageError(NnsqueezeError, ValueError):
 class BaseMismatchError(NnsqueezeError, ValueError):
     """An update is decoded against a base other than the one it was coded against (its SHA-256
     differs), without a base, or a full model is given where an update is expected."""
+
+
+class CalibrationError(NnsqueezeError, ValueError):
+    """Calibration inputs do not fit the model (a missing or unknown input, a wrong shape or dtype),
+    the model cannot be run for calibration, or its outputs are not finite."""

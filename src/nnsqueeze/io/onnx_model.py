@@ -215,14 +215,21 @@ def read_onnx(path: str | os.PathLike[str]) -> Checkpoint:
 def write_onnx(path: str | os.PathLike[str], tensors: Iterable[NamedTensor], skeleton: bytes) -> None:
     """Rebuild an ONNX model from its skeleton and ``tensors`` (matched by name), check it and save it."""
     target = Path(path)
-    onnx = _onnx(f"writing {target.name}")
+    data = onnx_bytes(tensors, skeleton, f"cannot write {target}")
+    with atomic_write(target) as out:
+        out.write(data)
+
+
+def onnx_bytes(tensors: Iterable[NamedTensor], skeleton: bytes, where: str) -> bytes:
+    """The serialized ONNX model rebuilt from its skeleton and ``tensors`` (matched by name), checked;
+    errors start with ``where``."""
+    onnx = _onnx(where)
     model = onnx.ModelProto()
     try:
         model.ParseFromString(skeleton)
     except Exception as exc:
-        msg = f"cannot write {target}: the stored ONNX model skeleton is corrupt: {exc}"
+        msg = f"{where}: the stored ONNX model skeleton is corrupt: {exc}"
         raise CheckpointError(msg) from exc
-    where = f"cannot write {target}"
     slots = _model_tensors(onnx, model, where)
     for tensor in unique_names(tensors):
         slot = slots.pop(tensor.name, None)
@@ -246,9 +253,7 @@ def write_onnx(path: str | os.PathLike[str], tensors: Iterable[NamedTensor], ske
         raise CheckpointError(msg)
     try:
         onnx.checker.check_model(model)
-        data = model.SerializeToString()
+        return bytes(model.SerializeToString())
     except Exception as exc:
         msg = f"{where}: the rebuilt ONNX model is invalid: {exc}"
         raise CheckpointError(msg) from exc
-    with atomic_write(target) as out:
-        out.write(data)

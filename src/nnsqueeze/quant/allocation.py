@@ -18,6 +18,10 @@ step, and with it roughly the file size at a given QP, stays that of the plain s
 tensors (float, two or more dimensions) are allocated; 1-D tensors keep their own finer step.
 The strength is chosen once on validation data (``docs/rd.md``), never per model.
 
+With sample inputs the sensitivity is measured instead of guessed (:mod:`nnsqueeze.calibration`):
+``c_t``, the relative output distortion of tensor ``t`` per squared step, gives at equal slope
+``step_t ∝ sqrt(n_t / c_t)`` (:func:`allocate_by_sensitivity`).
+
 >>> import numpy as np
 >>> stats = {"big": TensorStats(4096, 0.02), "small": TensorStats(64, 0.02)}
 >>> steps = allocate_steps(stats, 0.01, strength=1.0)
@@ -74,4 +78,41 @@ def allocate_steps(stats: Mapping[str, TensorStats], step: float, strength: floa
         name: step
         * math.exp(strength * (math.log(s.std) - mean_log_std + 0.5 * (math.log(s.elements) - mean_log_n)))
         for name, s in stats.items()
+    }
+
+
+# A measured sensitivity moves a step by at most this factor either way: the quadratic model of
+# the distortion holds near the step it was measured at, and a tensor whose rounding did not move
+# the outputs at all must not be zeroed by an unbounded step.
+MAX_CALIBRATED_RATIO = 64.0
+
+
+def allocate_by_sensitivity(
+    elements: Mapping[str, int], sensitivity: Mapping[str, float], step: float, strength: float
+) -> dict[str, float]:
+    """The step of each tensor for a model whose plain step is ``step``, from measured
+    sensitivities ``c_t`` (output distortion per squared step; :mod:`nnsqueeze.calibration`):
+    ``step_t = step · (w_t / w̄)^strength`` with ``w_t = sqrt(n_t / c_t)`` and ``w̄`` their
+    size-weighted geometric mean, each ratio within :data:`MAX_CALIBRATED_RATIO`.
+
+    >>> steps = allocate_by_sensitivity({"a": 100, "b": 100}, {"a": 4.0, "b": 1.0}, 0.01, 1.0)
+    >>> round(steps["b"] / steps["a"], 6)  # four times as sensitive: half the step
+    2.0
+    """
+    allocate_steps({}, step, strength)  # checks the strength
+    if set(elements) != set(sensitivity):
+        msg = "sensitivities and element counts name different tensors"
+        raise ConfigError(msg)
+    positive = [c for c in sensitivity.values() if math.isfinite(c) and c > 0]
+    if not positive or strength == 0.0:
+        return dict.fromkeys(elements, step)
+    floor = max(positive) / MAX_CALIBRATED_RATIO**4  # below this a tensor is as good as insensitive
+    log_w = {
+        name: 0.5 * (math.log(n) - math.log(max(sensitivity[name], floor))) for name, n in elements.items()
+    }
+    total = sum(elements.values())
+    mean = sum(elements[name] * w for name, w in log_w.items()) / total
+    bound = math.log(MAX_CALIBRATED_RATIO)
+    return {
+        name: step * math.exp(min(max(strength * (w - mean), -bound), bound)) for name, w in log_w.items()
     }

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from nnsqueeze.calibration import Calibration
 from nnsqueeze.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,6 +49,10 @@ class Task(ABC):
     def reference(self, part: Part = "test") -> float:
         """The metric of the float model itself."""
         return self.evaluate(self.state_dict(), part)
+
+    @abstractmethod
+    def calibration(self, part: Part = "validation") -> Calibration:
+        """The model run on the inputs of ``part``, for calibrated bit allocation."""
 
 
 def _as_tensor(value: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -88,6 +93,10 @@ class ClassifierTask(Task):
         self._scratch.load_state_dict({k: _as_tensor(v) for k, v in state.items()}, strict=True)
         return accuracy(self._scratch, x, y)
 
+    def calibration(self, part: Part = "validation") -> Calibration:
+        _check_part(part)
+        return Calibration.torch(self.model, self.data.x_val if part == "validation" else self.data.x_test)
+
 
 class EmbeddingTask(Task):
     """A sentence encoder; the metric is the mean cosine similarity of each sentence's embedding to the
@@ -124,6 +133,15 @@ class EmbeddingTask(Task):
     def evaluate(self, state: Mapping[str, np.ndarray], part: Part = "test") -> float:
         return float(self.cosines(state, part).mean())
 
+    def calibration(self, part: Part = "validation") -> Calibration:
+        _check_part(part)
+        sentences = self.sentences[part]
+
+        def embeddings(state: Mapping[str, np.ndarray]) -> np.ndarray:
+            return self.embedder.embed(sentences, state=state).astype(np.float64)
+
+        return Calibration(embeddings, self.weights, label=self.name)
+
 
 class PitchTask(Task):
     """A pitch tracker scored on generated tones; the metric is raw pitch accuracy (within 50 cents)."""
@@ -151,3 +169,7 @@ class PitchTask(Task):
         self._scratch.load_state_dict({k: _as_tensor(v) for k, v in state.items()}, strict=True)
         frames, cents = self.tones[part]
         return crepe.raw_pitch_accuracy(self._scratch, frames, cents)
+
+    def calibration(self, part: Part = "validation") -> Calibration:
+        _check_part(part)
+        return Calibration.torch(self.model, self.tones[part][0])
