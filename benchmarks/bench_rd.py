@@ -8,7 +8,7 @@ One run per model, on the model's **test** part (the settings were chosen on val
   allocation between tensors plus RDOQ as ``nnsqueeze.RDO_DEFAULTS`` says);
 * ``calibrated``: the calibrated mode (``compress(..., calibration=task.calibration("validation"))``:
   steps from the output distortion each tensor's rounding causes on the validation inputs, measured
-  at each QP, strength ``nnsqueeze.CALIBRATED_DEFAULTS``);
+  once at the middle QP of the grid, strength ``nnsqueeze.CALIBRATED_DEFAULTS``);
 * NNCodec 2.1.3 URQ and DQ (``nncodec_runner.py`` in its own venv, its API defaults otherwise).
 
 Every coder uses the same steps: NNCodec's step of each integer QP at ``qp_density`` 4, 1-D tensors
@@ -86,8 +86,8 @@ def ours(task: zoo.Task, qps: Sequence[int], mode: str) -> list[rd.Point]:
             rdo_lambda=settings.rdo_lambda,
         )
 
-    calibrations = rd.Calibrations(task, "validation") if mode == "calibrated" else None
-    return rd.sweep(task, options, qps, "test", calibrations)
+    calibration = rd.calibration(task, task.name, "validation") if mode == "calibrated" else None
+    return rd.sweep(task, options, qps, "test", calibration)
 
 
 class NNCodecRun:
@@ -206,8 +206,9 @@ def report(results: Sequence[Mapping[str, Any]], nncodec: bool, seconds: float) 
         f"Produced by `python benchmarks/bench_rd.py` at git revision `{git_revision()}` on {cpu_name()} "
         f"(Python {platform.python_version()}) in {seconds / 60:.0f} min.  Test parts.  `--rdo` = "
         f"data-free step allocation strength {d.step_allocation}, RDOQ lambda {d.rdo_lambda}; `--calibrate` "
-        f"= calibrated strength {c.step_allocation}, calibrated on the validation part's inputs at every "
-        "QP; both chosen on validation data by `tune_rd.py` (`tuning.md`) on the digits and MNIST-1D "
+        f"= calibrated strength {c.step_allocation}, calibrated on the validation part's inputs (measured "
+        "once, at the middle QP of the grid); both chosen on validation data by `tune_rd.py` "
+        "(`tuning.md`) on the digits and MNIST-1D "
         "models; MiniLM and CREPE were not tuned on.",
         "",
         f"Same steps for every coder: NNCodec's QPs at qp_density {rd.QP_DENSITY}, 1-D tensors 256x finer "

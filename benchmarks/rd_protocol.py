@@ -10,8 +10,9 @@
   Bjontegaard's least-squares cubic of log-rate over each curve's points inside the window, at
   least :data:`MIN_POINTS` of them;
 * threshold: the fewest bits whose point, and every finer point, keeps 99 % of the float score;
-* calibrated mode: calibrated on the validation part's inputs, measured afresh at every QP (as a
-  user running ``--calibrate`` at that QP gets it), scored like every other curve.
+* calibrated mode: calibrated on the validation part's inputs, the sensitivities measured once per
+  model at the middle QP of its grid and reused at every QP (as a target search reuses them; MiniLM
+  takes about a minute a measurement), scored like every other curve.
 """
 
 from __future__ import annotations
@@ -61,16 +62,15 @@ def sweep(
     options: Callable[[float], nnsqueeze.CompressOptions],
     qps: Sequence[int],
     part: zoo.Part,
-    calibration: Callable[[int], nnsqueeze.Calibration] | None = None,
+    calibration: nnsqueeze.Calibration | None = None,
 ) -> list[Point]:
-    """Codes the task's weights at each QP's step with ``options(step)`` (and ``calibration(qp)``,
-    if given) and scores the decoded model on ``part``."""
+    """Codes the task's weights at each QP's step with ``options(step)`` (and ``calibration``, if
+    given) and scores the decoded model on ``part``."""
     state = task.state_dict()
     params = sum(int(np.asarray(v).size) for v in state.values())
     points = []
     for qp in qps:
-        cal = calibration(qp) if calibration is not None else None
-        report = nnsqueeze.compress(state, options=options(nncodec_step(qp)), calibration=cal)
+        report = nnsqueeze.compress(state, options=options(nncodec_step(qp)), calibration=calibration)
         assert report.data is not None
         decoded = nnsqueeze.decompress(report.data)
         points.append(Point(qp, 8 * report.file_bytes / params, task.evaluate(decoded, part)))
@@ -156,18 +156,12 @@ def as_json(points: Sequence[Point]) -> list[list[Any]]:
     return [[p.qp, round(p.bpp, 4), round(p.fidelity, 5)] for p in points]
 
 
-class Calibrations:
-    """One calibration of a task per QP, measured at that QP's step, shared by every curve."""
-
-    def __init__(self, task: zoo.Task, part: zoo.Part = "validation") -> None:
-        self.task, self.part = task, part
-        self.by_qp: dict[int, nnsqueeze.Calibration] = {}
-
-    def __call__(self, qp: int) -> nnsqueeze.Calibration:
-        if qp not in self.by_qp:
-            self.by_qp[qp] = self.task.calibration(self.part)
-            self.by_qp[qp].sensitivities(nncodec_step(qp))
-        return self.by_qp[qp]
+def calibration(task: zoo.Task, model: str, part: zoo.Part = "validation") -> nnsqueeze.Calibration:
+    """The task calibrated on ``part``'s inputs, measured at the middle QP of the model's grid."""
+    cal = task.calibration(part)
+    grid = qp_grid(model)
+    cal.sensitivities(nncodec_step(grid[len(grid) // 2]))
+    return cal
 
 
 def qp_grid(model: str) -> list[int]:

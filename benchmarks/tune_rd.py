@@ -2,7 +2,7 @@
 
 Grids: step-allocation strength x RDOQ lambda for the data-free ``--rdo``
 (``nnsqueeze.quant.allocation``, ``CompressOptions``), and the strength of the calibrated mode
-(``nnsqueeze.Calibration`` on the validation inputs, measured afresh at every QP).
+(``nnsqueeze.Calibration`` on the validation inputs, measured as ``rd_protocol.calibration`` says).
 Tuning models: the zoo models trained here (digits CNN, MLP and LeNet-5 with three training seeds,
 the MNIST-1D CNN with one), scored on their validation parts only, by output fidelity
 ``exp(-KL(float model's class probabilities || the coded model's))``, the seed's output-space
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             for s, pts in runs.items():
                 value, _ = rd.bd_rate(anchor, pts, reference)
                 bd.setdefault(f"{s[0]}/{s[1]}", {}).setdefault(model, []).append(value)
-            calibrations = rd.Calibrations(task, "validation")
+            calibration = rd.calibration(task, model, "validation")
             for strength in CALIBRATED_STRENGTHS:
-                pts = rd.sweep(task, options(strength, 0.0), qps, "validation", calibrations)
+                pts = rd.sweep(task, options(strength, 0.0), qps, "validation", calibration)
                 value, _ = rd.bd_rate(anchor, pts, reference)
                 bd_cal.setdefault(str(strength), {}).setdefault(model, []).append(value)
             print(f"{model} seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
