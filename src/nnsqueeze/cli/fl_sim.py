@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nnsqueeze.cli.argtypes import fraction
 from nnsqueeze.fl.simulation import COMPRESSOR_NAMES, DATASETS, SimulationConfig, plot_results, run_simulation
 
 
@@ -55,14 +56,6 @@ def cmd_fl_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        msg = f"must be in (0, 1]: {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def add_fl_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Adds ``fl-sim`` to the ``nnsqueeze`` subcommands (``subparsers`` from ``add_subparsers``)."""
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -74,11 +67,11 @@ def add_fl_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--rounds", type=int, default=50)
     p.add_argument("--compressor", choices=COMPRESSOR_NAMES, default="stc")
-    p.add_argument("--sparsity", type=_fraction, default=0.01, help="fraction of entries kept (default 0.01)")
+    p.add_argument("--sparsity", type=fraction, default=0.01, help="fraction of entries kept (default 0.01)")
     p.add_argument("--bits", type=int, default=2, help="cabac: bits per quantized level (default 2)")
     p.add_argument("--no-error-feedback", action="store_true", help="drop the client residuals")
     p.add_argument("--noniid", type=float, metavar="ALPHA", help="Dirichlet(ALPHA) label skew (default IID)")
-    p.add_argument("--participation", type=_fraction, default=1.0, help="clients per round (fraction)")
+    p.add_argument("--participation", type=fraction, default=1.0, help="clients per round (fraction)")
     p.add_argument("--local-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nnsqueeze.cli.argtypes import fraction, non_negative_float, positive_float
 from nnsqueeze.cli.explain import add_explain_parser
 from nnsqueeze.cli.fl_sim import add_fl_sim_parser
 from nnsqueeze.cli.progress import Progress
@@ -30,38 +31,6 @@ from nnsqueeze.update import DEFAULT_UPDATE_QP, UPDATE_KEY, apply_update_tensors
 
 if TYPE_CHECKING:
     from nnsqueeze.calibration import Calibration
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        msg = f"not a number: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
-def _non_negative_float(text: str) -> float:
-    value = _number(text)
-    if not 0 <= value < float("inf"):
-        msg = f"must be finite and >= 0: {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _number(text)
-    if not 0 < value <= 1:
-        msg = f"must be in (0, 1]: {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text)
-    if not value > 0:
-        msg = f"must be positive: {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def _human(n: float) -> str:
@@ -366,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"step = 2^(qp/4) (default {DEFAULT_QP}, {DEFAULT_UPDATE_QP} with --base)",
     )
-    group.add_argument("--step", type=_positive_float, help="quantization step size (overrides --qp)")
+    group.add_argument("--step", type=positive_float, help="quantization step size (overrides --qp)")
     c.add_argument("--lossless", action="store_true", help="store all float tensors bit-exactly")
     c.add_argument("--lossless-1d", action="store_true", help="store 1-D tensors (biases, norms) bit-exactly")
     c.add_argument(
@@ -403,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--rdo",
-        type=_non_negative_float,
+        type=non_negative_float,
         nargs="?",
         const=RDO_MODE,
         default=None,
@@ -414,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--step-allocation",
-        type=_non_negative_float,
+        type=non_negative_float,
         metavar="S",
         help="bit allocation strength between weight tensors: 0 = one step for all, 1 = the equal-slope "
         f"rule (default {RDO_DEFAULTS.step_allocation} with --rdo, else 0)",
@@ -430,14 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     target = c.add_mutually_exclusive_group()
     target.add_argument(
         "--target-fidelity",
-        type=_fraction,
+        type=fraction,
         metavar="COSINE",
         help="with --calibrate: search the coarsest step whose outputs on the inputs keep this mean cosine "
         "similarity to the float model's (e.g. 0.99)",
     )
     target.add_argument("--target-size", metavar="SIZE", help="search the step for this file size (e.g. 5MB)")
     target.add_argument(
-        "--target-bpp", type=_positive_float, metavar="BITS", help="search the step for bits/param"
+        "--target-bpp", type=positive_float, metavar="BITS", help="search the step for bits/param"
     )
     c.set_defaults(run=cmd_compress)
 
