@@ -68,7 +68,7 @@ class RdoSettings(NamedTuple):
 # benchmarks/tune_rd.py (benchmarks/rd_results/tuning.md), never per model.
 RDO_DEFAULTS = RdoSettings(step_allocation=1.5, rdo_lambda=0.0)
 # The calibrated mode's strength (compress(..., calibration=...), --calibrate), chosen the same way.
-CALIBRATED_DEFAULTS = RdoSettings(step_allocation=0.75, rdo_lambda=0.0)
+CALIBRATED_DEFAULTS = RdoSettings(step_allocation=1.0, rdo_lambda=0.0)
 MIN_ALLOCATED_STEP = 2.0**-64  # allocated steps stay in the coder's range (a finer one would code losslessly)
 
 
