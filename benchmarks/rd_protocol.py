@@ -37,7 +37,7 @@ QP_RANGES = {  # at QP_DENSITY; wide enough for the whole window and the thresho
     "mlp": (-120, -32),
     "lenet5": (-120, -32),
     "mnist1d_cnn": (-128, -40),
-    "minilm": (-116, -84),
+    "minilm": (-132, -84),
     "crepe_tiny": (-48, 16),
 }
 

@@ -4,6 +4,7 @@ payloads."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,17 @@ def test_cli_coder_flag(tmp_path: Path) -> None:
     assert main(["compress", str(src), "-o", str(work / "m.nnsq"), "--coder", "tokens"]) == 0
     with nnsqueeze.NnsqFile(work / "m.nnsq") as f:
         assert f.header("w").method == Method.TOKENS
+
+
+def test_auto_keeps_tokens_where_they_match_cabac_and_leaves_them_where_cabac_wins() -> None:
+    rng = np.random.default_rng(5)
+    iid = rng.laplace(0, 0.02, (512, 256)).astype(np.float32)
+    # long runs of one value along each row: CABAC's adaptive contexts follow them, static tokens do not
+    runs = np.repeat(rng.laplace(0, 0.02, (512, 16)), 16, axis=1).astype(np.float32)
+    runs[rng.random(runs.shape) < 0.7] = 0.0
+    opts = nnsqueeze.CompressOptions(qp=-24)
+    by_name = {t.name: t for t in nnsqueeze.compress({"iid": iid, "runs": runs}, options=opts).tensors}
+    assert by_name["iid"].method == "uniform-tokens"
+    assert by_name["runs"].method == "uniform"
+    forced = nnsqueeze.compress({"runs": runs}, options=dataclasses.replace(opts, coder="tokens"))
+    assert by_name["runs"].coded_bytes < forced.tensors[0].coded_bytes

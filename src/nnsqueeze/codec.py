@@ -55,6 +55,12 @@ CODERS = ("auto", "tokens", "cabac")
 # Weights from this size up code with tokens under coder="auto": below it the per-chunk frequency
 # tables (a few hundred bytes) outweigh what the static model saves.
 TOKENS_MIN_ELEMENTS = 1 << 16
+# Under coder="auto" at effort 1 such a weight codes a block of about this many elements from the
+# middle of its rows both ways first.  Tokens match CABAC on most weights (MiniLM: 0.99-1.004x on the
+# block) and decode several times faster, but CABAC's adaptive contexts win on smooth, sparse ones
+# (CREPE's convolutions: 1.02-1.7x): tokens are kept while at most TOKENS_TOLERANCE x as large.
+COMPARE_BLOCK_ELEMENTS = 1 << 15
+TOKENS_TOLERANCE = 1.01
 
 
 class RdoSettings(NamedTuple):
@@ -113,8 +119,9 @@ class CompressOptions:
     coder
         The entropy coder of uniformly quantized tensors: ``"tokens"`` (rANS-coded tokens, method 6:
         about 4x faster to decode), ``"cabac"`` (the adaptive binary coder: a few tenths of a percent
-        smaller on large tensors, more on small ones), or ``"auto"`` (default: tokens for weight
-        tensors of at least 2^16 elements, CABAC below; at effort >= 2 both, keeping the smaller).
+        smaller on large tensors, more on small ones), or ``"auto"`` (default: CABAC below 2^16
+        elements; from there tokens, unless a block of the weight's rows codes more than 1 % smaller
+        with CABAC; at effort >= 2 both on the whole tensor, keeping the smaller).
         RDOQ and trellis always code with CABAC, whose rates they optimise.
     chunk_elements
         Entry points: tensors of at least two chunks are coded as independent chunks of about this
@@ -264,7 +271,11 @@ def _encode_float(
     lam, offset, imp = opts.rdo_lambda, 0, None
     optimised = not vector and (lam > 0 or opts.trellis)
     if not optimised and opts.coder != "cabac":
-        tokens_wanted = opts.coder == "tokens" or (not vector and values.size >= TOKENS_MIN_ELEMENTS)
+        tokens_wanted = opts.coder == "tokens" or (
+            not vector
+            and values.size >= TOKENS_MIN_ELEMENTS
+            and (opts.effort > 1 or _tokens_pay(matrix, step, t.name))
+        )
         if tokens_wanted:
             coded = _encode_tokens(t, matrix, step, vector, chunk_rows, opts)
             if opts.coder == "tokens" or opts.effort == 1:
@@ -325,6 +336,21 @@ def _encode_float(
         importance=imp,
         threads=opts.worker_count,
     )
+
+
+def _tokens_pay(matrix: np.ndarray, step: float, name: str) -> bool:
+    """Whether tokens code a block from the middle of ``matrix``'s rows within
+    :data:`TOKENS_TOLERANCE` of CABAC's size."""
+    rows, cols = matrix.shape
+    count = max(1, min(rows, COMPARE_BLOCK_ELEMENTS // max(cols, 1)))
+    start = (rows - count) // 2
+    block = np.ascontiguousarray(matrix[start : start + count])
+    settings = cabac.candidate_settings(block.size, None, 1)[0]
+    tokens_bytes = len(methods.TOKENS.encode_rows(step, name)(block, None, settings)[0])
+    cabac_bytes = len(
+        uniform_encode(block, step, num_gtx=settings.num_gtx, adaptation=settings.adaptation, name=name)
+    )
+    return tokens_bytes <= TOKENS_TOLERANCE * cabac_bytes
 
 
 def _encode_tokens(
