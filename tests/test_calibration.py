@@ -109,6 +109,9 @@ def test_torch_sensitivities_match_the_distortion_computed_by_hand() -> None:
     for name, d in by_hand.items():
         assert sens[name] * step**2 == pytest.approx(d, rel=1e-5)
     assert cal.sensitivities(0.5) == sens  # measured once
+    seen: list[str] = []
+    Calibration.torch(torch_model(), torch.from_numpy(X)).sensitivities(step, progress=seen.append)
+    assert seen == ["0.weight", "2.weight"]
 
 
 def test_onnx_and_torch_measure_the_same(tmp_path: Path) -> None:
@@ -241,6 +244,7 @@ def test_cli_calibrate_and_target_fidelity(tmp_path: Path, capsys: pytest.Captur
         (["--calibrate", "{npz}", "--suffix-npz"], "needs an .onnx file"),
         (["--calibrate", "{missing}"], "cannot read calibration inputs"),
         (["--calibrate", "{bad}"], "float64 but the model expects"),
+        (["--calibrate", "{npz}", "--lossless"], "--lossless has none"),
     ],
 )
 def test_cli_calibration_errors_are_one_line(

@@ -209,15 +209,18 @@ class Calibration:
         """The tensors whose steps calibration allocates: float, two or more dimensions."""
         return [n for n, w in self.weights.items() if w.ndim >= 2 and w.size > 0 and w.dtype.kind == "f"]
 
-    def sensitivities(self, step: float) -> dict[str, float]:
+    def sensitivities(self, step: float, progress: Callable[[str], None] | None = None) -> dict[str, float]:
         """``c_t``: each allocated tensor's output distortion when it alone is rounded to ``step``,
-        per squared step (measured at the first call, reused after)."""
+        per squared step (measured at the first call, reused after; ``progress`` gets each tensor's
+        name once it is measured)."""
         if self._sensitivity is None:
             measured = {}
             for name in self.allocated():
                 values = self.weights[name].astype(np.float32)
                 rounded = dequantize(quantize(values, step, name=name), step).reshape(values.shape)
                 measured[name] = self.distortion({name: rounded}) / (step * step)
+                if progress is not None:
+                    progress(name)
             self._sensitivity = measured
         return dict(self._sensitivity)
 

@@ -66,6 +66,9 @@ def _calibration(args: argparse.Namespace, src: Path) -> Calibration | None:
     if args.base:
         msg = "--calibrate allocates a whole model's steps; an update (--base) codes at its own step"
         raise ConfigError(msg)
+    if args.lossless:
+        msg = "--calibrate allocates quantization steps; --lossless has none"
+        raise ConfigError(msg)
     if src.suffix.lower() != ".onnx":
         msg = (
             f"--calibrate runs the model, which needs an .onnx file, not {src.name!r} (a state dict has "
@@ -104,6 +107,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         strict=args.strict,
     )
     calibration = _calibration(args, src)
+    if calibration is not None:  # measured here, at the QP asked for, so that the user sees progress
+        bar = Progress(len(calibration.allocated()), "calibrate")
+        calibration.sensitivities(opts.weight_step, progress=bar.step)
+        bar.close()
     if args.base:
         if args.target_size is not None or args.target_bpp is not None:
             msg = "--base codes an update at its own step: drop --target-size / --target-bpp"
