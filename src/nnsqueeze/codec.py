@@ -38,7 +38,7 @@ from nnsqueeze.coding.parallel import ordered_map
 from nnsqueeze.dtypes import FLOAT_DTYPES, storage_dtype, to_float32
 from nnsqueeze.errors import BaseMismatchError, BitstreamError, CalibrationError, ConfigError
 from nnsqueeze.io import Checkpoint, NamedTensor, open_checkpoint
-from nnsqueeze.quant.allocation import allocate_steps, weight_statistics
+from nnsqueeze.quant.allocation import allocate_steps, check_strength, weight_statistics
 from nnsqueeze.quant.rdo import normalized_importance, rdo_encode, trellis_encode, uniform_encode
 from nnsqueeze.quant.uniform import check_step, qp_to_step, quantize, step_to_qp, unquantizable
 from nnsqueeze.target import Trial
@@ -155,7 +155,7 @@ class CompressOptions:
         if not (math.isfinite(self.rdo_lambda) and self.rdo_lambda >= 0):
             msg = f"rdo_lambda must be finite and >= 0, got {self.rdo_lambda}"
             raise ConfigError(msg)
-        allocate_steps({}, 1.0, self.step_allocation)  # checks the strength
+        check_strength(self.step_allocation)
         if self.threads is not None and self.threads < 1:
             msg = f"threads must be >= 1, got {self.threads}"
             raise ConfigError(msg)
@@ -522,7 +522,7 @@ def compress(
     checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source)
     tensors: Iterable[NamedTensor] = checkpoint.tensors
     steps: dict[str, float] = {}
-    if calibration is not None and not opts.lossless:
+    if calibration is not None:  # lossless coding with a calibration was refused above
         strength = opts.step_allocation or CALIBRATED_DEFAULTS.step_allocation
         steps = in_coder_range(calibration.steps(opts.weight_step, strength))
     elif opts.step_allocation > 0 and not opts.lossless:  # a first pass for the tensors' statistics

@@ -63,12 +63,18 @@ def weight_statistics(tensors: Iterable[tuple[str, np.ndarray]]) -> dict[str, Te
     return stats
 
 
-def allocate_steps(stats: Mapping[str, TensorStats], step: float, strength: float) -> dict[str, float]:
-    """The step of each tensor in ``stats`` for a model whose plain step is ``step`` (see the module
-    docstring); ``strength`` 0 gives every tensor ``step``."""
+def check_strength(strength: float) -> float:
+    """``strength`` if it is an allocation strength (finite, 0 to 2), else :class:`ConfigError`."""
     if not (math.isfinite(strength) and 0.0 <= strength <= 2.0):
         msg = f"step allocation strength must be in [0, 2], got {strength}"
         raise ConfigError(msg)
+    return strength
+
+
+def allocate_steps(stats: Mapping[str, TensorStats], step: float, strength: float) -> dict[str, float]:
+    """The step of each tensor in ``stats`` for a model whose plain step is ``step`` (see the module
+    docstring); ``strength`` 0 gives every tensor ``step``."""
+    check_strength(strength)
     if not stats or strength == 0.0:
         return dict.fromkeys(stats, step)
     total = sum(s.elements for s in stats.values())
@@ -99,7 +105,7 @@ def allocate_by_sensitivity(
     >>> round(steps["b"] / steps["a"], 6)  # four times as sensitive: half the step
     2.0
     """
-    allocate_steps({}, step, strength)  # checks the strength
+    check_strength(strength)
     if set(elements) != set(sensitivity):
         msg = "sensitivities and element counts name different tensors"
         raise ConfigError(msg)
