@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,10 @@ def test_cli_calibration_errors_are_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert message in err[0]
+
+
+def test_missing_onnxruntime_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = onnx_model(tmp_path / "m.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails as if not installed
+    with pytest.raises(nnsqueeze.MissingDependencyError, match=r"nnsqueeze\[calibrate\]"):
+        Calibration.onnx(src, {"x": X})

@@ -27,17 +27,15 @@ True
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from nnsqueeze.errors import CalibrationError, MissingDependencyError
-from nnsqueeze.io import ONNX_ATTACHMENT, NamedTensor, onnx_bytes, open_checkpoint
+from nnsqueeze.errors import CalibrationError
+from nnsqueeze.io import ONNX_ATTACHMENT, NamedTensor, onnx_bytes, open_checkpoint, require
 from nnsqueeze.quant.allocation import allocate_by_sensitivity
 from nnsqueeze.quant.uniform import dequantize, quantize
 
@@ -56,14 +54,6 @@ _ONNX_DTYPES = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
-
-
-def _optional(module: str, extra: str, purpose: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        msg = f'{purpose} needs the optional dependency {module!r}: pip install "nnsqueeze[{extra}]"'
-        raise MissingDependencyError(msg) from exc
 
 
 def _rows(outputs: Sequence[Any], label: str) -> np.ndarray:
@@ -117,7 +107,7 @@ class Calibration:
     def torch(cls, module: Any, inputs: Any) -> Calibration:
         """A torch module on ``inputs``: a tensor or array (the one positional argument), a tuple of
         them (positional arguments) or a mapping (keyword arguments)."""
-        torch = _optional("torch", "torch", "calibrating a torch module")
+        torch = require("torch", "calibrating a torch module")
         scratch = copy.deepcopy(module).eval()
 
         def as_tensor(value: Any) -> Any:
@@ -159,7 +149,7 @@ class Calibration:
     ) -> Calibration:
         """An ONNX model run by onnxruntime on ``inputs``: arrays by graph input name, or an ``.npz``
         file of them.  Names, dtypes and fixed dimensions are checked against the model's inputs."""
-        ort = _optional("onnxruntime", "calibrate", "calibrating an ONNX model")
+        ort = require("onnxruntime", "calibrating an ONNX model")
         path = Path(model)
         feeds = _load_inputs(inputs)
         checkpoint = open_checkpoint(path)

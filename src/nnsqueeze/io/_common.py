@@ -47,7 +47,7 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-_EXTRAS = {"torch": "torch", "onnx": "onnx"}
+_EXTRAS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "calibrate"}
 
 
 def require(module: str, purpose: str) -> ModuleType:
