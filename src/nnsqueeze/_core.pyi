@@ -1,5 +1,6 @@
 """nnsqueeze C++ core (private; use the nnsqueeze package instead)"""
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import numpy
@@ -105,3 +106,7 @@ def cer_kernel(rows: int, cols: int, row_ptr: Annotated[NDArray[numpy.uint8 | nu
 def cser_kernel(rows: int, cols: int, row_ptr: Annotated[NDArray[numpy.uint8 | numpy.uint16 | numpy.uint32], dict(shape=(None,), order='C', device='cpu', writable=False)], group_ptr: Annotated[NDArray[numpy.uint8 | numpy.uint16 | numpy.uint32], dict(shape=(None,), order='C', device='cpu', writable=False)], value_idx: Annotated[NDArray[numpy.uint8 | numpy.uint16 | numpy.uint32], dict(shape=(None,), order='C', device='cpu', writable=False)], col_idx: Annotated[NDArray[numpy.uint8 | numpy.uint16 | numpy.uint32], dict(shape=(None,), order='C', device='cpu', writable=False)], values: Annotated[NDArray[numpy.float32], dict(shape=(None,), order='C', device='cpu', writable=False)], omega0: float) -> Kernel: ...
 
 def packed_kernel(rows: int, cols: int, data: Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu', writable=False)], table: Annotated[NDArray[numpy.float32], dict(shape=(None,), order='C', device='cpu', writable=False)], corr_rows: Annotated[NDArray[numpy.uint8 | numpy.uint16 | numpy.uint32], dict(shape=(None,), order='C', device='cpu', writable=False)], corr_cols: Annotated[NDArray[numpy.uint8 | numpy.uint16 | numpy.uint32], dict(shape=(None,), order='C', device='cpu', writable=False)], corr_values: Annotated[NDArray[numpy.float32], dict(shape=(None,), order='C', device='cpu', writable=False)], bits: int, affine: bool, scale: float, offset: float) -> Kernel: ...
+
+def nnr_decode_tensor(payload: Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu', writable=False)], rows: int, cols: int, qp_offset_bits: int, dependent: bool, scan_order: int, profile: int, parent_node_id_present: bool, codebook_size: int, codebook_zero_offset: int, unary_length: int, entry_point_offsets: Sequence[int], entry_point_values: Sequence[int], entry_point_states: Sequence[int], out: Annotated[NDArray[numpy.int32], dict(shape=(None,), order='C', device='cpu')]) -> tuple[int, int, bool, int, int]: ...
+
+def nnr_block_rows(rows: int, cols: int, scan_order: int) -> int: ...

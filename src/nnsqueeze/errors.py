@@ -48,3 +48,11 @@ class BaseMismatchError(NnsqueezeError, ValueError):
 class CalibrationError(NnsqueezeError, ValueError):
     """Calibration inputs do not fit the model (a missing or unknown input, a wrong shape or dtype),
     the model cannot be run for calibration, or its outputs are not finite."""
+
+
+class NnrError(BitstreamError):
+    """An MPEG NNR (ISO/IEC 15938-17) bitstream is malformed, truncated or inconsistent."""
+
+
+class NnrUnsupportedError(NnrError):
+    """An NNR bitstream uses a tool that nnsqueeze does not decode (docs/nnr.md lists them)."""

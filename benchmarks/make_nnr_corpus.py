@@ -1,0 +1,131 @@
+"""Write the NNR conformance corpus: small bitstreams made by NNCodec 2.1.3, with the hashes of its decode.
+
+Run with the Python of NNCodec's own venv (see ``nncodec_runner.py`` for the recipe); it does not import
+``nnsqueeze``::
+
+    /work/nncodec-venv/bin/python benchmarks/make_nnr_corpus.py --out tests/golden/nnr
+
+For every configuration in :data:`CONFIGS` it codes one generated model (a dict of float32 arrays: a
+convolution, a linear layer with all-zero rows, a bias, a wide and a tall matrix, a scalar-like vector) with
+``nncodec.nnc.compress`` and decodes it with ``nncodec.nnc.decompress``. It writes ``NAME.nnc`` and one line
+per stream to ``manifest.json``: the settings, and per tensor its shape and the SHA-256 of NNCodec's decoded
+float32 bytes (C order).  The tests decode each stream with ``nnsqueeze.nnr`` and compare hashes, so CI needs
+neither NNCodec nor its venv.  The model is generated from a fixed seed, so a rerun writes the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nncodec_runner import install_torchvision_placeholder
+
+# name -> compress() keyword arguments beyond the shared ones below.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "urq_qp-20": {"qp": -20, "use_dq": False},
+    "urq_qp-28": {"qp": -28, "use_dq": False},
+    "urq_qp-38": {"qp": -38, "use_dq": False},
+    "dq_qp-20": {"qp": -20, "use_dq": True},
+    "dq_qp-28": {"qp": -28, "use_dq": True},
+    "dq_qp-38": {"qp": -38, "use_dq": True},
+    "urq_qp-28_noparamopt": {"qp": -28, "use_dq": False, "param_opt": False},
+    "dq_qp-28_noparamopt": {"qp": -28, "use_dq": True, "param_opt": False},
+    "urq_qp-28_norowskip": {"qp": -28, "use_dq": False, "row_skipping": False},
+    "dq_qp-28_norowskip": {"qp": -28, "use_dq": True, "row_skipping": False},
+    "urq_qp-28_density3": {"qp": -56, "use_dq": False, "qp_density": 3},
+    "dq_qp-28_unary4": {"qp": -28, "use_dq": True, "cabac_unary_length_minus1": 4},
+    "urq_qp-28_rdoq": {"qp": -28, "use_dq": False, "lambda_scale": 1.0},
+    "dq_qp-24_scan1": {"qp": -24, "use_dq": True, "scan_order": 1},
+    "urq_qp-24_scan2": {"qp": -24, "use_dq": False, "scan_order": 2},
+    "dq_qp-32_scan4": {"qp": -32, "use_dq": True, "scan_order": 4},
+    "urq_qp-28_codebook": {"qp": -28, "use_dq": False, "codebook_mode": 1},
+    "urq_qp-28_codebookforce": {"qp": -28, "use_dq": False, "codebook_mode": 2},
+    "urq_qp-12_sparse": {"qp": -12, "use_dq": False},
+    "dq_qp-12_sparse": {"qp": -12, "use_dq": True},
+}
+
+SHARED = {
+    "qp_density": 2,
+    "nonweight_qp": -75,
+    "param_opt": True,
+    "row_skipping": True,
+    "scan_order": 0,
+    "lambda_scale": 0,
+    "cabac_unary_length_minus1": 10,
+}
+
+
+def generated_model() -> dict[str, np.ndarray]:
+    """A small model with the shapes and statistics that exercise the syntax (fixed seed)."""
+    rng = np.random.default_rng(20261207)
+    linear = rng.laplace(0, 0.05, size=(48, 64)).astype(np.float32)
+    linear[[3, 17, 18, 40]] = 0.0  # rows for row skipping
+    return {
+        "conv.weight": rng.normal(0, 0.1, size=(16, 3, 3, 3)).astype(np.float32),
+        "conv.bias": rng.normal(0, 0.02, size=16).astype(np.float32),
+        "fc.weight": linear,
+        "fc.bias": rng.normal(0, 0.01, size=48).astype(np.float32),
+        "wide.weight": (rng.standard_t(3, size=(5, 700)) * 0.02).astype(np.float32),
+        "tall.weight": rng.normal(0, 0.3, size=(300, 2)).astype(np.float32),
+        "norm.weight": (1.0 + rng.normal(0, 0.1, size=7)).astype(np.float32),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--out", type=Path, required=True, help="corpus folder (written: *.nnc, manifest.json)"
+    )
+    args = parser.parse_args(argv)
+    install_torchvision_placeholder()
+    import importlib.metadata
+
+    from nncodec import nnc
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = generated_model()
+    entries = []
+    for name, overrides in CONFIGS.items():
+        settings = {**SHARED, **overrides}
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            contextlib.chdir(tmp),
+            contextlib.redirect_stdout(sys.stderr),
+        ):
+            stream = nnc.compress(
+                {k: v.copy() for k, v in model.items()},
+                bitstream_path=None,
+                return_bitstream=True,
+                verbose=False,
+                **settings,
+            )
+            decoded = nnc.decompress(bytearray(stream), verbose=False)
+        (args.out / f"{name}.nnc").write_bytes(bytes(stream))
+        tensors = {}
+        for tensor_name, array in decoded.items():
+            values = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+            tensors[tensor_name] = {
+                "shape": list(values.shape),
+                "sha256": hashlib.sha256(values.tobytes()).hexdigest(),
+            }
+        entries.append(
+            {"stream": f"{name}.nnc", "bytes": len(stream), "settings": settings, "tensors": tensors}
+        )
+        print(f"{name}: {len(stream)} bytes, {len(tensors)} tensors")
+    # One line per stream keeps the file small and its diffs readable.
+    version = json.dumps(importlib.metadata.version("nncodec"))
+    lines = ",\n".join(json.dumps(entry) for entry in entries)
+    (args.out / "manifest.json").write_text(f'{{"nncodec_version": {version}, "streams": [\n{lines}\n]}}\n')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,410 @@
+#include "nnsqueeze/nnr_cabac.hpp"
+
+#include <algorithm>
+#include <array>
+#include <stdexcept>
+#include <string>
+
+#include "nnsqueeze/arith.hpp"
+
+namespace nnsqueeze::nnr {
+namespace {
+
+// The standard's tables (the values NNCodec 2.x uses).
+// LPS range by [range class (bits 5..7 of the 9-bit range)][probability class (|state| >> 7)].
+constexpr uint8_t kLpsRange[8][32] = {
+    {128, 112, 97, 84, 74, 65, 57, 50, 45, 39, 34, 30, 27, 23, 20, 18,
+     15, 14, 12, 11, 10, 9, 7, 7, 5, 5, 4, 4, 3, 3, 2, 2},
+    {142, 125, 108, 93, 82, 72, 63, 56, 50, 43, 38, 33, 30, 26, 22, 20,
+     17, 16, 13, 12, 11, 10, 8, 8, 6, 6, 5, 5, 3, 3, 2, 2},
+    {156, 137, 119, 103, 90, 79, 70, 61, 55, 48, 42, 37, 33, 28, 24, 22,
+     19, 17, 15, 13, 12, 11, 9, 9, 6, 6, 5, 5, 4, 4, 2, 2},
+    {171, 150, 130, 112, 99, 87, 76, 67, 60, 52, 46, 40, 36, 31, 27, 24,
+     21, 19, 16, 15, 13, 12, 10, 10, 7, 7, 6, 6, 4, 4, 3, 3},
+    {185, 162, 141, 121, 107, 94, 82, 73, 65, 56, 50, 43, 39, 34, 29, 26,
+     22, 21, 17, 16, 14, 13, 11, 11, 8, 8, 6, 6, 4, 4, 3, 3},
+    {199, 175, 152, 131, 115, 101, 89, 78, 70, 61, 54, 47, 42, 36, 31, 28,
+     24, 22, 19, 17, 15, 14, 12, 12, 8, 8, 7, 7, 5, 5, 3, 3},
+    {213, 187, 163, 140, 123, 108, 95, 84, 75, 65, 58, 50, 45, 39, 33, 30,
+     26, 24, 20, 18, 16, 15, 13, 13, 9, 9, 7, 7, 5, 5, 3, 3},
+    {228, 200, 174, 150, 132, 116, 102, 90, 80, 70, 62, 54, 48, 42, 36, 32,
+     28, 26, 22, 20, 18, 16, 14, 14, 10, 10, 8, 8, 6, 6, 4, 4},
+};
+
+// Step of an estimator state towards the coded bin, by how far the state already is on that side.
+constexpr int16_t kAdaptationCurve[32] = {2512, 2288, 2064, 1840, 1616, 1392, 1168, 944, 720, 560, 464,
+                                          368,  272,  208,  144,  80,   64,   64,   64,   64,   64,  64,
+                                          64,   64,   64,   64,   64,   64,   64,   64,   64,   0};
+
+// The nine estimator parameter sets a context can be given: the two shifts, the initial sum of both
+// states (in the slow state's units) and the initial fast state.
+struct EstimatorSet {
+    int fast_shift_minus4, slow_shift, initial_sum, initial_fast;
+};
+constexpr EstimatorSet kEstimatorSets[9] = {
+    {1, 4, 0, 0},     {1, 4, -1310, -41}, {1, 4, 3039, 95}, {0, 5, 0, 0},   {2, 6, 962, 30},
+    {2, 6, 3039, 95}, {2, 6, -673, -21},  {3, 5, 0, 0},     {3, 5, 962, 30},
+};
+
+constexpr std::array<std::array<int, 2>, 8> kNextState = {
+    {{0, 2}, {7, 5}, {1, 3}, {6, 4}, {2, 0}, {5, 7}, {3, 1}, {4, 6}}};
+
+// Dual-state probability estimator.  `fast` is kept with 1/16 the resolution of the slow state; `sum`
+// is slow + 16 * fast, whose sign is the more probable bin and whose magnitude picks the LPS range.
+struct Estimator {
+    int32_t fast = 0, sum = 0;
+    int fast_shift = 5, slow_shift = 4;
+    int set = 0;
+
+    void init(int chosen) {
+        set = chosen;
+        const EstimatorSet& s = kEstimatorSets[chosen];
+        fast_shift = s.fast_shift_minus4 + 4;
+        slow_shift = s.slow_shift;
+        reset();
+    }
+    void reset() {
+        sum = kEstimatorSets[set].initial_sum;
+        fast = kEstimatorSets[set].initial_fast;
+    }
+    unsigned mps() const { return sum >= 0 ? 1u : 0u; }
+    uint32_t lps_range(uint32_t range) const {
+        const int32_t cls = sum >> 7;  // arithmetic shift: -1 for small negative sums
+        return kLpsRange[(range >> 5) & 7][cls < 0 ? -cls : cls];
+    }
+    void update(unsigned bin) {
+        const int32_t dir = bin ? 1 : -1;
+        int32_t slow = sum - 16 * fast;
+        fast += dir * (kAdaptationCurve[16 + ((dir * fast) >> 3)] >> fast_shift);
+        slow += dir * (kAdaptationCurve[16 + ((dir * slow) >> 7)] >> slow_shift);
+        sum = slow + 16 * fast;
+    }
+};
+
+class Decoder {
+public:
+    Decoder(const uint8_t* data, std::size_t size) : data_(data), size_(size) {
+        value_ = (next_byte() << 8);
+        value_ |= next_byte();
+    }
+
+    unsigned bin(Estimator& e) {
+        const uint32_t lps = e.lps_range(range_);
+        const uint32_t mps_range = range_ - lps;
+        unsigned bit = e.mps();
+        if (value_ >= (mps_range << 7)) {
+            value_ -= mps_range << 7;
+            range_ = lps;
+            bit ^= 1u;
+        } else {
+            range_ = mps_range;
+        }
+        const int shift = __builtin_clz(range_) - 23;
+        range_ <<= shift;
+        value_ <<= shift;
+        bits_needed_ += shift;
+        if (bits_needed_ >= 0) {
+            value_ += next_byte() << bits_needed_;
+            bits_needed_ -= 8;
+        }
+        e.update(bit);
+        return bit;
+    }
+
+    unsigned bypass() {
+        value_ += value_;
+        if (++bits_needed_ >= 0) {
+            value_ += next_byte();
+            bits_needed_ = -8;
+        }
+        const uint32_t scaled = range_ << 7;
+        if (value_ >= scaled) {
+            value_ -= scaled;
+            return 1;
+        }
+        return 0;
+    }
+
+    uint32_t bypass_bits(int count) {
+        uint32_t v = 0;
+        for (int i = 0; i < count; ++i) v = (v << 1) | bypass();
+        return v;
+    }
+
+    bool terminate() {
+        range_ -= 2;
+        if (value_ >= (range_ << 7)) return true;
+        if (range_ < 256) {
+            range_ += range_;
+            value_ += value_;
+            if (++bits_needed_ == 0) {
+                value_ += next_byte();
+                bits_needed_ = -8;
+            }
+        }
+        return false;
+    }
+
+    // Block rows start with a full range so that each can be decoded from its entry point alone.
+    void restart_range() { range_ = 256; }
+    uint64_t bit_offset() const { return 8 * static_cast<uint64_t>(pos_) - 8 + static_cast<int64_t>(bits_needed_); }
+    uint32_t value_high() const { return value_ >> 7; }
+    std::size_t bytes_read() const { return pos_; }
+    bool overrun() const { return pos_ > size_; }
+    // The byte holding the stop bit: the terminating bin is followed by a 1 bit and zero bits to the byte end.
+    bool stop_pattern_ok() const {
+        if (pos_ == 0 || pos_ > size_) return false;
+        return ((static_cast<uint32_t>(data_[pos_ - 1]) << (8 + bits_needed_)) & 0xFFu) == 0x80u;
+    }
+
+private:
+    uint32_t next_byte() {
+        const uint32_t b = pos_ < size_ ? data_[pos_] : 0u;
+        ++pos_;
+        return b;
+    }
+
+    const uint8_t* data_;
+    std::size_t size_;
+    std::size_t pos_ = 0;
+    uint32_t range_ = 510;
+    uint32_t value_ = 0;
+    int bits_needed_ = -8;
+};
+
+// Context indices of the payload, for `n` "greater than x" flags.
+struct ContextLayout {
+    int n;
+    static constexpr int kSig = 0;         // 3 per quantizer state (24)
+    static constexpr int kSign = 48;       // by the neighbour's sign class (3)
+    static constexpr int kGreater = 53;    // 2 per flag: current level positive / negative
+    int remainder() const { return kGreater + 4 * n; }  // Exp-Golomb prefix bins (32)
+    int choice() const { return remainder() + 32 + 2; }  // "this context has non-default parameters"
+    int row_skip() const { return remainder() + 32 + 4; }
+    int count() const { return remainder() + 32 + 5; }
+};
+
+int neighbour_class(int32_t previous) { return previous == 0 ? 0 : (previous < 0 ? 1 : 2); }
+
+class TensorDecoder {
+public:
+    TensorDecoder(const uint8_t* data, std::size_t size, const TensorSyntax& s)
+        : s_(s), dec_(data, size), layout_{static_cast<int>(s.unary_length)}, ctx_(layout_.count()) {
+        for (auto& e : ctx_) e.init(0);
+        // Past a bounded tensor the maximum level is implied by the codebook.
+        max_abs_ = s.codebook_size > 0 ? std::max<int64_t>(s.codebook_zero_offset,
+                                                         int64_t{s.codebook_size} - 1 - s.codebook_zero_offset)
+                                       : -1;
+    }
+
+    TensorResult run(int32_t* levels) {
+        TensorResult result;
+        if (s_.qp_offset_bits > 0) {
+            const uint32_t raw = dec_.bypass_bits(s_.qp_offset_bits);
+            const int unused = 32 - s_.qp_offset_bits;
+            result.qp_offset = static_cast<int32_t>(raw << unused) >> unused;
+        }
+        const std::size_t count = s_.rows * s_.cols;
+        std::vector<uint8_t> skipped;
+        const bool row_syntax = s_.profile == 1 && s_.cols > 1 && count > s_.cols && s_.codebook_size != 1;
+        if (row_syntax) {
+            if (s_.parent_node_id_present && dec_.bypass())
+                throw std::invalid_argument("history-dependent significance probability (HDSP) is not supported");
+            if (dec_.bypass()) {
+                result.row_skipping = true;
+                skipped.resize(s_.rows);
+                for (std::size_t r = 0; r < s_.rows; ++r) {
+                    skipped[r] = static_cast<uint8_t>(dec_.bin(ctx_[layout_.row_skip()]));
+                    result.skipped_rows += skipped[r];
+                }
+            }
+        }
+        read_estimator_choices();
+        result.tuned_contexts = tuned_;
+        scan(levels, skipped);
+        if (!dec_.terminate()) throw BitstreamError("NNR payload: terminating bin not found after the levels");
+        if (dec_.overrun()) throw BitstreamError("NNR payload ends early (truncated)");
+        if (!dec_.stop_pattern_ok()) throw BitstreamError("NNR payload: no stop bit after the terminating bin");
+        result.bytes_read = dec_.bytes_read();
+        return result;
+    }
+
+private:
+    // One flag per context (and 3 bypass bits for a non-default set): the estimator parameters the
+    // encoder chose for it.  Contexts whose bins cannot occur are not signalled.
+    void choose(int index, bool signalled) {
+        int chosen = 0;
+        if (signalled && dec_.bin(ctx_[layout_.choice()])) {
+            chosen = 1 + static_cast<int>(dec_.bypass_bits(3));
+            ++tuned_;
+        }
+        ctx_[index].init(chosen);
+    }
+
+    void read_estimator_choices() {
+        const int sig_contexts = s_.dependent ? 24 : 3;
+        for (int i = 0; i < sig_contexts; ++i) choose(ContextLayout::kSig + i, s_.codebook_size != 1);
+        const bool sign_inferred = s_.codebook_size > 0 && (s_.codebook_zero_offset == 0 ||
+                                                            s_.codebook_zero_offset == s_.codebook_size - 1);
+        for (int i = 0; i < 3; ++i) choose(ContextLayout::kSign + i, !sign_inferred && s_.codebook_size != 1);
+        for (int a = 0; a < 2 * layout_.n; ++a) choose(ContextLayout::kGreater + a, max_abs_ == -1 || a < 2 * max_abs_);
+        int64_t level = layout_.n - 1;
+        for (int a = 0; a < 31; ++a) {
+            level += int64_t{1} << a;
+            choose(layout_.remainder() + a, max_abs_ == -1 || level < max_abs_);
+        }
+    }
+
+    void start_block_row() {
+        for (auto& e : ctx_) e.reset();
+        previous_ = 0;
+        dec_.restart_range();
+    }
+
+    void check_entry_point(std::size_t block_row, uint64_t& row_start) {
+        const std::size_t j = block_row - 1;
+        const uint64_t offset = dec_.bit_offset();
+        if (offset - row_start != s_.entry_point_offsets[j] || dec_.value_high() != s_.entry_point_values[j] ||
+            (s_.dependent && static_cast<uint32_t>(state_) != s_.entry_point_states[j])) {
+            throw BitstreamError("NNR payload: entry point of block row " + std::to_string(block_row) +
+                                 " does not match the coded data");
+        }
+        row_start = offset;
+    }
+
+    void scan(int32_t* levels, const std::vector<uint8_t>& skipped) {
+        const std::size_t rows = s_.rows, cols = s_.cols;
+        if (rows == 0 || cols == 0) return;
+        const bool blocks = s_.scan_order != 0 && cols > 1 && rows > 1;
+        const std::size_t side = blocks ? (std::size_t{4} << s_.scan_order) : 0;
+        const std::size_t block_h = blocks ? side : rows, block_w = blocks ? side : cols;
+        const std::size_t n_block_rows = (rows + block_h - 1) / block_h;
+        if (blocks && s_.entry_point_offsets.size() + 1 != n_block_rows)
+            throw BitstreamError("NNR payload: wrong number of entry points");
+        // A skipped row moves the quantizer state as `cols` zero levels would (per block it spans).
+        int after_skip[8];
+        for (int st = 0; st < 8; ++st) {
+            int t = st;
+            if (s_.dependent)
+                for (std::size_t a = 0; a < cols; ++a) t = kNextState[t][0];
+            after_skip[st] = t;
+        }
+        uint64_t row_start = 0;
+        if (blocks && n_block_rows > 1) {
+            dec_.restart_range();
+            row_start = dec_.bit_offset();
+        }
+        for (std::size_t br = 0; br < n_block_rows; ++br) {
+            if (br > 0) {
+                start_block_row();
+                check_entry_point(br, row_start);
+            }
+            const std::size_t y0 = br * block_h, y1 = std::min(rows, y0 + block_h);
+            for (std::size_t x0 = 0; x0 < cols; x0 += block_w) {
+                const std::size_t x1 = std::min(cols, x0 + block_w);
+                for (std::size_t y = y0; y < y1; ++y) {
+                    if (!skipped.empty() && skipped[y]) {
+                        state_ = after_skip[state_];
+                        continue;
+                    }
+                    int32_t* row = levels + y * cols;
+                    for (std::size_t x = x0; x < x1; ++x) row[x] = level();
+                }
+            }
+            if (dec_.overrun()) throw BitstreamError("NNR payload ends early (truncated)");
+        }
+    }
+
+    // One level at the current position: the coded value, then its reconstruction index.
+    int32_t level() {
+        const int32_t k = coded_value();
+        previous_ = k;
+        if (!s_.dependent) return k;
+        int32_t q = k;
+        if (k != 0) {
+            if (k > (int32_t{1} << 29) || k < -(int32_t{1} << 29))
+                throw BitstreamError("NNR payload: level out of range");
+            q = 2 * k + (k < 0 ? (state_ & 1) : -(state_ & 1));
+        }
+        state_ = kNextState[state_][k & 1];
+        return q;
+    }
+
+    int32_t coded_value() {
+        if (s_.profile == 1 && s_.codebook_size == 1) return 0;
+        const int nb = neighbour_class(previous_);
+        if (!dec_.bin(ctx_[ContextLayout::kSig + 3 * state_ + nb])) return 0;
+        bool negative;
+        if (s_.profile == 1 && s_.codebook_size > 0 &&
+            (s_.codebook_zero_offset == 0 || s_.codebook_zero_offset == s_.codebook_size - 1)) {
+            negative = s_.codebook_zero_offset != 0;
+        } else {
+            negative = dec_.bin(ctx_[ContextLayout::kSign + nb]) != 0;
+        }
+        int64_t magnitude = 1;
+        const int64_t max_abs = (s_.profile == 1 && s_.codebook_size > 0)
+                                    ? (negative ? int64_t{s_.codebook_zero_offset}
+                                                : int64_t{s_.codebook_size} - s_.codebook_zero_offset - 1)
+                                    : -1;
+        const bool bounded = max_abs != -1;
+        if (!bounded || max_abs > 1) {
+            unsigned greater = 0;
+            int j = -1;
+            do {
+                ++j;
+                greater = dec_.bin(ctx_[ContextLayout::kGreater + 2 * j + (negative ? 1 : 0)]);
+                magnitude += greater;
+            } while (greater && j < layout_.n - 1 && (!bounded || max_abs > magnitude));
+            if (greater && (!bounded || max_abs > magnitude)) {
+                int remainder_bits = 0;
+                j = -1;
+                do {
+                    ++j;
+                    greater = dec_.bin(ctx_[layout_.remainder() + j]);
+                    if (greater && (!bounded || max_abs > magnitude)) {
+                        magnitude += int64_t{1} << remainder_bits;
+                        ++remainder_bits;
+                    }
+                } while (greater && j < 30 && (!bounded || max_abs >= magnitude + (int64_t{1} << remainder_bits)));
+                magnitude += dec_.bypass_bits(remainder_bits);
+            }
+        }
+        if (magnitude > INT32_MAX) throw BitstreamError("NNR payload: level out of range");
+        return static_cast<int32_t>(negative ? -magnitude : magnitude);
+    }
+
+    const TensorSyntax& s_;
+    Decoder dec_;
+    ContextLayout layout_;
+    std::vector<Estimator> ctx_;
+    int64_t max_abs_;
+    int32_t previous_ = 0;
+    int state_ = 0;
+    int tuned_ = 0;
+};
+
+}  // namespace
+
+std::size_t block_rows(std::size_t rows, std::size_t cols, int scan_order) {
+    if (scan_order == 0 || cols <= 1 || rows <= 1) return 0;
+    const std::size_t side = std::size_t{4} << scan_order;
+    return (rows + side - 1) / side;
+}
+
+TensorResult decode_tensor(const uint8_t* data, std::size_t size, const TensorSyntax& syntax, int32_t* levels) {
+    if (syntax.scan_order < 0 || syntax.scan_order > 4)
+        throw std::invalid_argument("scan_order " + std::to_string(syntax.scan_order) + " is not defined (0..4)");
+    if (syntax.unary_length < 1 || syntax.unary_length > 256)
+        throw std::invalid_argument("cabac_unary_length must be in 1..256");
+    if (syntax.qp_offset_bits < 0 || syntax.qp_offset_bits > 13)
+        throw std::invalid_argument("QP offset bits must be in 0..13");
+    if (syntax.profile != 0 && syntax.profile != 1)
+        throw std::invalid_argument("general_profile_idc " + std::to_string(syntax.profile) + " is not supported");
+    if (syntax.codebook_size > 0 && syntax.codebook_zero_offset >= syntax.codebook_size)
+        throw std::invalid_argument("codebook zero offset outside the codebook");
+    std::fill(levels, levels + syntax.rows * syntax.cols, 0);
+    TensorDecoder decoder(data, size, syntax);
+    return decoder.run(levels);
+}
+
+}  // namespace nnsqueeze::nnr
