@@ -10,6 +10,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from nnsqueeze.cli.argtypes import fraction, non_negative_float, positive_float
 from nnsqueeze.cli.explain import add_explain_parser
 from nnsqueeze.cli.fl_sim import add_fl_sim_parser
@@ -177,11 +179,42 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_nnr(path: Path) -> bool:
+    """Whether ``path`` holds an MPEG NNR bitstream (NNCodec's ``.nnc``) rather than an ``.nnsq`` file."""
+    from nnsqueeze import nnr
+
+    try:
+        with path.open("rb") as f:
+            return nnr.looks_like_nnr(f.read(4))
+    except OSError:
+        return False  # NnsqFile names the problem
+
+
+def _decompress_nnr(args: argparse.Namespace, src: Path, out: Path) -> int:
+    from nnsqueeze import nnr
+    from nnsqueeze.dtypes import dtype_name_of
+    from nnsqueeze.io import write_checkpoint
+
+    if args.base:
+        msg = "--base: NNR incremental updates (temporal context adaptation) are not supported"
+        raise ConfigError(msg)
+    started = time.perf_counter()
+    data = src.read_bytes()
+    bar = Progress(0, "decode NNR")
+    tensors, _ = nnr.read(data, progress=bar.step)
+    bar.close()
+    write_checkpoint(out, (NamedTensor(k, v, dtype_name_of(v)) for k, v in tensors.items()))
+    print(f"{src} (NNR) -> {out} ({len(tensors)} tensors, {time.perf_counter() - started:.2f} s)")
+    return 0
+
+
 def cmd_decompress(args: argparse.Namespace) -> int:
     from nnsqueeze.io import write_checkpoint
 
     src = Path(args.input)
     out = Path(args.output)
+    if _is_nnr(src):
+        return _decompress_nnr(args, src, out)
     started = time.perf_counter()
     with NnsqFile(src) as f:
         manifest = read_manifest(f)
@@ -217,7 +250,60 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_nnr_info(path: Path) -> int:
+    """The units of an NNR bitstream and, per tensor, its shape, QP, step and the tools it uses."""
+    from nnsqueeze import nnr
+
+    _, info = nnr.read(path.read_bytes())
+    counts: dict[str, int] = {}
+    for kind, _size in info.units:
+        counts[kind] = counts.get(kind, 0) + 1
+    units = ", ".join(f"{n} {k}" for k, n in counts.items())
+    print(f"{path}: MPEG NNR bitstream, general_profile_idc {info.profile}; units: {units}")
+    header = ("tensor", "shape", "payload", "QP", "step", "quantizer", "scan", "tools", "bytes", "bits/param")
+    rows = [header]
+    total_elems = total_bytes = 0
+    for t in info.tensors:
+        n = int(np.prod(t.shape))
+        total_elems += n
+        total_bytes += t.unit_bytes
+        tools = [
+            name for name, used in (("row skip", t.row_skipping), ("param opt", t.tuned_contexts > 0)) if used
+        ]
+        if t.codebook_size:
+            tools.append(f"codebook {t.codebook_size}")
+        rows.append(
+            (
+                t.name,
+                "x".join(map(str, t.shape)),
+                t.payload_type,
+                "-" if t.qp is None else str(t.qp),
+                "-" if t.step is None else f"{t.step:.4g}",
+                "dependent" if t.dependent else ("uniform" if t.payload_type == "float" else "-"),
+                str(t.scan_order),
+                ", ".join(tools) or "-",
+                str(t.unit_bytes),
+                f"{8 * t.unit_bytes / max(n, 1):.3f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print(
+            "  ".join(
+                c.ljust(w) if i < 8 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    stream = sum(size for _, size in info.units)
+    print(
+        f"total: {total_elems} parameters, {stream} bytes ({total_bytes} in data units), "
+        f"{8 * stream / max(total_elems, 1):.3f} bits/param"
+    )
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
+    if _is_nnr(Path(args.input)):
+        return print_nnr_info(Path(args.input))
     if args.formats:
         from nnsqueeze.cli.formats import print_formats
 

@@ -16,6 +16,8 @@ from nnsqueeze.nnr.syntax import DataUnitHeader, ParameterSet, PayloadType, Unit
 # caller raises the limit: a crafted unit of a few bytes can claim an all-zero tensor of any size.
 BASE_ELEMENT_LIMIT = 1 << 24
 BYTES_ELEMENT_RATIO = 1024
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)
 
 
 @dataclass(frozen=True)
@@ -221,15 +223,23 @@ def _decode_tensor(
     if is_float:
         qp = parameters.qp + qp_offset
         step = step_of(qp, parameters.qp_density)
+        if not FLOAT32_TINY <= step <= FLOAT32_MAX:
+            msg = f"{where}: QP {qp} gives a step of {step:.3g}, outside float32"
+            raise NnrError(msg)
         if codebook is not None:
             index = levels.astype(np.int64) + codebook.zero_offset
             if index.size and (index.min() < 0 or index.max() >= len(codebook.values)):
                 msg = f"{where}: level outside its codebook"
                 raise NnrError(msg)
             book = np.asarray(codebook.values, dtype=np.float64) * step
-            values = book[index].astype(np.float32)
+            with np.errstate(over="ignore"):  # checked below
+                values = book[index].astype(np.float32)
         else:
-            values = levels.astype(np.float32) * np.float32(step)
+            with np.errstate(over="ignore"):
+                values = levels.astype(np.float32) * np.float32(step)
+        if not np.isfinite(values).all():
+            msg = f"{where}: levels times the step {step:.3g} overflow float32"
+            raise NnrError(msg)
     else:
         values = levels  # integer payloads stay int32
     info = TensorInfo(

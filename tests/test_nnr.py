@@ -1,0 +1,230 @@
+"""MPEG NNR bitstreams: NNCodec's streams decode bit-exactly; malformed streams fail with named errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nnsqueeze import _core, nnr
+from nnsqueeze.errors import NnrError, NnrUnsupportedError
+from nnsqueeze.nnr import syntax
+
+from . import nnr_reference as ref
+
+CORPUS = Path(__file__).parent / "golden" / "nnr"
+MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
+STREAMS = {e["stream"]: e for e in MANIFEST["streams"]}
+
+
+def _stream(name: str) -> bytes:
+    return (CORPUS / name).read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_corpus_decodes_to_nncodecs_values(name: str) -> None:
+    tensors = nnr.decode(_stream(name))
+    expected = STREAMS[name]["tensors"]
+    assert sorted(tensors) == sorted(expected)
+    for tensor_name, want in expected.items():
+        values = np.ascontiguousarray(tensors[tensor_name], dtype=np.float32)
+        assert list(values.shape) == want["shape"]
+        assert hashlib.sha256(values.tobytes()).hexdigest() == want["sha256"], tensor_name
+
+
+def test_corpus_covers_the_tools() -> None:
+    seen = {"dependent": set(), "scan": set(), "codebook": False, "row_skip": False, "tuned": set()}
+    for name in STREAMS:
+        for t in nnr.read(_stream(name))[1].tensors:
+            seen["dependent"].add(t.dependent)
+            seen["scan"].add(t.scan_order)
+            seen["codebook"] |= t.codebook_size > 0
+            seen["row_skip"] |= t.skipped_rows > 0
+            seen["tuned"].add(t.tuned_contexts > 0)
+    assert seen["dependent"] == {False, True}
+    assert seen["scan"] == {0, 1, 2, 4}
+    assert seen["codebook"]
+    assert seen["row_skip"]
+    assert seen["tuned"] == {False, True}  # param_opt off and on
+
+
+def _units(data: bytes) -> list[syntax.UnitHeader]:
+    units, offset = [], 0
+    while offset < len(data):
+        units.append(syntax.read_unit_header(data, offset))
+        offset += units[-1].size
+    return units
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "urq_qp-28.nnc",
+        "dq_qp-20.nnc",
+        "dq_qp-24_scan1.nnc",
+        "urq_qp-24_scan2.nnc",
+        "urq_qp-28_codebook.nnc",
+        "dq_qp-12_sparse.nnc",
+        "dq_qp-28_unary4.nnc",
+    ],
+)
+def test_payload_decoder_matches_reference(name: str) -> None:
+    """The C++ payload decoder against the slow Python reference, on every data unit."""
+    data = _stream(name)
+    start = mps = None
+    for unit in _units(data):
+        if unit.type == syntax.UnitType.STR:
+            start = syntax.read_start_unit(data, unit)
+        elif unit.type == syntax.UnitType.MPS:
+            mps = syntax.read_model_parameter_set(data, unit, start)
+        elif unit.type == syntax.UnitType.NDU:
+            header = syntax.read_data_unit_header(data, unit, start, mps, None)
+            payload = data[header.payload_offset : unit.offset + unit.size]
+            rows = header.shape[0]
+            cols = int(np.prod(header.shape[1:])) if len(header.shape) > 1 else 1
+            book = header.codebook
+            blocks = _core.nnr_block_rows(rows, cols, header.scan_order) > 0
+            s = ref.Syntax(
+                rows,
+                cols,
+                6 + mps.qp_density,
+                header.dependent,
+                header.scan_order if blocks else 0,
+                start,
+                len(book.values) if book else 0,
+                book.zero_offset if book else 0,
+                header.unary_length,
+            )
+            levels, qp_offset, used = ref.decode(payload, s)
+            fast = np.empty(rows * cols, dtype=np.int32)
+            got = _core.nnr_decode_tensor(
+                np.frombuffer(payload, dtype=np.uint8),
+                rows,
+                cols,
+                s.qp_bits,
+                s.dependent,
+                s.scan_order,
+                start,
+                False,
+                s.codebook_size,
+                s.zero_offset,
+                s.unary_length,
+                header.entry_point_offsets if blocks else [],
+                header.entry_point_values if blocks else [],
+                header.entry_point_states if blocks else [],
+                fast,
+            )
+            assert (got[0], got[1]) == (qp_offset, used) == (got[0], len(payload))
+            assert fast.tolist() == levels
+
+
+def test_info_describes_units_and_tensors() -> None:
+    tensors, info = nnr.read(_stream("dq_qp-24_scan1.nnc"))
+    assert info.profile == 1
+    assert [kind for kind, _ in info.units[:3]] == ["STR", "MPS", "TPL"]
+    assert sum(size for _, size in info.units) == len(_stream("dq_qp-24_scan1.nnc"))
+    fc = next(t for t in info.tensors if t.name == "fc.weight")
+    assert (fc.qp, fc.dependent, fc.scan_order, fc.skipped_rows) == (-24, True, 1, 4)
+    assert fc.step == 2.0**-6
+    assert not tensors["fc.weight"][[3, 17, 18, 40]].any()  # the all-zero rows were skipped
+
+
+def test_step_of_follows_qp_density() -> None:
+    assert nnr.step_of(-28, 2) == 2.0**-7
+    assert nnr.step_of(-27, 2) == 1.25 * 2.0**-7
+    assert nnr.step_of(-56, 3) == 2.0**-7
+
+
+@pytest.mark.parametrize("name", ["urq_qp-20.nnc", "dq_qp-24_scan1.nnc"])
+def test_every_truncation_is_a_named_error_or_a_unit_boundary(name: str) -> None:
+    """NNR units are self-delimiting and a stream has no unit count: cut between two units, it is a shorter
+    valid stream (its first tensors).  Any other cut is an error."""
+    data = _stream(name)
+    full = nnr.decode(data)
+    boundaries = {u.offset for u in _units(data)}
+    for cut in range(len(data)):
+        if cut in boundaries and cut > 0:
+            assert list(nnr.decode(data[:cut])) == list(full)[: len(nnr.decode(data[:cut]))]
+            continue
+        with pytest.raises(NnrError):
+            nnr.decode(data[:cut])
+
+
+def _flip_bits(data: bytes, positions: list[int]) -> bytes:
+    out = bytearray(data)
+    for p in positions:
+        out[(p // 8) % len(out)] ^= 1 << (p % 8)
+    return bytes(out)
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(["urq_qp-28.nnc", "dq_qp-28.nnc", "dq_qp-32_scan4.nnc", "urq_qp-28_codebook.nnc"]),
+    positions=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=6),
+)
+def test_corrupted_streams_decode_or_fail_with_nnr_errors(name: str, positions: list[int]) -> None:
+    damaged = _flip_bits(_stream(name), positions)
+    try:
+        tensors = nnr.decode(damaged)
+    except NnrError:
+        return
+    assert all(np.isfinite(v).all() for v in tensors.values() if v.dtype.kind == "f")
+
+
+def test_a_tiny_stream_cannot_claim_a_huge_tensor() -> None:
+    data = bytearray(_stream("urq_qp-28.nnc"))
+    with pytest.raises(NnrError, match="max_elements"):
+        nnr.decode(bytes(data), max_elements=100)
+
+
+def test_partial_data_units_are_refused_by_name() -> None:
+    data = bytearray(_stream("urq_qp-28.nnc"))
+    unit = _units(bytes(data))[3]  # the first data unit; its header byte follows a 2-byte size
+    data[unit.offset + 2] |= 1  # partial_data_counter_present_flag
+    with pytest.raises(NnrUnsupportedError, match="partial data units"):
+        nnr.decode(bytes(data))
+
+
+def test_not_an_nnr_stream() -> None:
+    with pytest.raises(NnrError, match="not an NNR bitstream"):
+        nnr.decode(b"NNSQ\x00\x01")
+    assert not nnr.looks_like_nnr(b"")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nnsqueeze", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_decompresses_and_describes_nnr(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    out = tmp_path / "model.safetensors"
+    done = _cli("decompress", str(CORPUS / "dq_qp-28.nnc"), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    loaded = load_file(str(out))
+    for name, values in nnr.decode(_stream("dq_qp-28.nnc")).items():
+        np.testing.assert_array_equal(loaded[name], values)
+    shown = _cli("info", str(CORPUS / "dq_qp-24_scan1.nnc"))
+    assert shown.returncode == 0, shown.stderr
+    assert "MPEG NNR bitstream" in shown.stdout
+    assert "dependent" in shown.stdout
+    assert "row skip" in shown.stdout
+
+
+def test_cli_reports_a_broken_nnr_stream_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.nnc"
+    broken.write_bytes(_stream("urq_qp-28.nnc")[:200])
+    done = _cli("decompress", str(broken), "-o", str(tmp_path / "out.safetensors"))
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "truncated" in done.stderr
+    assert not (tmp_path / "out.safetensors").exists()
