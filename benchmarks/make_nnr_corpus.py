@@ -1,9 +1,15 @@
-"""Write the NNR conformance corpus: small bitstreams made by NNCodec 2.1.3, with the hashes of its decode.
+"""Write NNR bitstreams made by NNCodec 2.1.3, with the hashes of its decode: the conformance corpus, or the
+streams of ``bench_nnr.py``.
 
 Run with the Python of NNCodec's own venv (see ``nncodec_runner.py`` for the recipe); it does not import
 ``nnsqueeze``::
 
     /work/nncodec-venv/bin/python benchmarks/make_nnr_corpus.py --out tests/golden/nnr
+    /work/nncodec-venv/bin/python benchmarks/make_nnr_corpus.py --out DIR --input MODEL.npz --bench --repeat 3
+
+With ``--input`` the model is the npz's float32 arrays and, with ``--bench``, the configurations are
+:func:`bench_configs` (URQ and DQ at QP -20 ... -38, param_opt on and off); the manifest then also holds
+NNCodec's decode time per stream (``nnc.decompress`` of the bitstream in memory, median of ``--repeat``).
 
 For every configuration in :data:`CONFIGS` it codes one generated model (a dict of float32 arrays: a
 convolution, a linear layer with all-zero rows, a bias, a wide and a tall matrix, a scalar-like vector) with
@@ -19,8 +25,10 @@ import argparse
 import contextlib
 import hashlib
 import json
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +88,33 @@ def generated_model() -> dict[str, np.ndarray]:
     }
 
 
+def bench_configs() -> dict[str, dict[str, Any]]:
+    """The benchmark grid: URQ and DQ at QP -20, -24, -28, -32 and -38, with param_opt on and off."""
+    grid = {}
+    for qp in (-20, -24, -28, -32, -38):
+        for dq in (False, True):
+            for param_opt in (True, False):
+                name = f"{'dq' if dq else 'urq'}_qp{qp}{'' if param_opt else '_noparamopt'}"
+                grid[name] = {"qp": qp, "use_dq": dq, "param_opt": param_opt}
+    return grid
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: np.array(data[k], dtype=np.float32) for k in data.files}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "--out", type=Path, required=True, help="corpus folder (written: *.nnc, manifest.json)"
+    )
+    parser.add_argument(
+        "--input", type=Path, help="npz of float32 tensors to code (default: the generated model)"
+    )
+    parser.add_argument("--bench", action="store_true", help="code the benchmark grid instead of CONFIGS")
+    parser.add_argument(
+        "--repeat", type=int, default=0, help="time NNCodec's decode, median of this many runs"
     )
     args = parser.parse_args(argv)
     install_torchvision_placeholder()
@@ -92,9 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     from nncodec import nnc
 
     args.out.mkdir(parents=True, exist_ok=True)
-    model = generated_model()
+    model = generated_model() if args.input is None else load_npz(args.input)
     entries = []
-    for name, overrides in CONFIGS.items():
+    for name, overrides in (bench_configs() if args.bench else CONFIGS).items():
         settings = {**SHARED, **overrides}
         with (
             tempfile.TemporaryDirectory() as tmp,
@@ -109,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
                 **settings,
             )
             decoded = nnc.decompress(bytearray(stream), verbose=False)
+            times = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                nnc.decompress(bytearray(stream), verbose=False)
+                times.append(time.perf_counter() - started)
         (args.out / f"{name}.nnc").write_bytes(bytes(stream))
         tensors = {}
         for tensor_name, array in decoded.items():
@@ -117,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
                 "shape": list(values.shape),
                 "sha256": hashlib.sha256(values.tobytes()).hexdigest(),
             }
-        entries.append(
-            {"stream": f"{name}.nnc", "bytes": len(stream), "settings": settings, "tensors": tensors}
-        )
+        entry = {"stream": f"{name}.nnc", "bytes": len(stream), "settings": settings, "tensors": tensors}
+        if times:
+            entry["decode_s"] = statistics.median(times)
+        entries.append(entry)
         print(f"{name}: {len(stream)} bytes, {len(tensors)} tensors")
     # One line per stream keeps the file small and its diffs readable.
     version = json.dumps(importlib.metadata.version("nncodec"))

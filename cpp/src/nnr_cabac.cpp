@@ -49,18 +49,29 @@ constexpr EstimatorSet kEstimatorSets[9] = {
 constexpr std::array<std::array<int, 2>, 8> kNextState = {
     {{0, 2}, {7, 5}, {1, 3}, {6, 4}, {2, 0}, {5, 7}, {3, 1}, {4, 6}}};
 
+// The adaptation curve shifted right by 0..7: each estimator reads the two rows of its shifts.
+struct ShiftedCurves {
+    int16_t rows[8][32];
+    constexpr ShiftedCurves() : rows() {
+        for (int s = 0; s < 8; ++s)
+            for (int i = 0; i < 32; ++i) rows[s][i] = static_cast<int16_t>(kAdaptationCurve[i] >> s);
+    }
+};
+constexpr ShiftedCurves kShiftedCurves;
+
 // Dual-state probability estimator.  `fast` is kept with 1/16 the resolution of the slow state; `sum`
 // is slow + 16 * fast, whose sign is the more probable bin and whose magnitude picks the LPS range.
 struct Estimator {
     int32_t fast = 0, sum = 0;
-    int fast_shift = 5, slow_shift = 4;
+    const int16_t* fast_curve = kShiftedCurves.rows[5];
+    const int16_t* slow_curve = kShiftedCurves.rows[4];
     int set = 0;
 
     void init(int chosen) {
         set = chosen;
         const EstimatorSet& s = kEstimatorSets[chosen];
-        fast_shift = s.fast_shift_minus4 + 4;
-        slow_shift = s.slow_shift;
+        fast_curve = kShiftedCurves.rows[s.fast_shift_minus4 + 4];
+        slow_curve = kShiftedCurves.rows[s.slow_shift];
         reset();
     }
     void reset() {
@@ -72,11 +83,15 @@ struct Estimator {
         const int32_t cls = sum >> 7;  // arithmetic shift: -1 for small negative sums
         return kLpsRange[(range >> 5) & 7][cls < 0 ? -cls : cls];
     }
+    // Each state moves towards the bin by the curve at its distance on the bin's side:
+    // x += dir * curve[16 + ((dir * x) >> k)] >> shift, with dir = +-1 applied as a sign mask.
     void update(unsigned bin) {
-        const int32_t dir = bin ? 1 : -1;
+        const int32_t negate = static_cast<int32_t>(bin) - 1;  // 0 for a one, -1 for a zero
         int32_t slow = sum - 16 * fast;
-        fast += dir * (kAdaptationCurve[16 + ((dir * fast) >> 3)] >> fast_shift);
-        slow += dir * (kAdaptationCurve[16 + ((dir * slow) >> 7)] >> slow_shift);
+        const int32_t fast_side = (fast ^ negate) - negate;
+        const int32_t slow_side = (slow ^ negate) - negate;
+        fast += (fast_curve[16 + (fast_side >> 3)] ^ negate) - negate;
+        slow += (slow_curve[16 + (slow_side >> 7)] ^ negate) - negate;
         sum = slow + 16 * fast;
     }
 };
@@ -91,14 +106,11 @@ public:
     unsigned bin(Estimator& e) {
         const uint32_t lps = e.lps_range(range_);
         const uint32_t mps_range = range_ - lps;
-        unsigned bit = e.mps();
-        if (value_ >= (mps_range << 7)) {
-            value_ -= mps_range << 7;
-            range_ = lps;
-            bit ^= 1u;
-        } else {
-            range_ = mps_range;
-        }
+        // Branch-free: the bins of weights are close to unpredictable.
+        const uint32_t is_lps = 0u - static_cast<uint32_t>(value_ >= (mps_range << 7));
+        value_ -= (mps_range << 7) & is_lps;
+        range_ = mps_range ^ ((mps_range ^ lps) & is_lps);
+        const unsigned bit = e.mps() ^ (is_lps & 1u);
         const int shift = __builtin_clz(range_) - 23;
         range_ <<= shift;
         value_ <<= shift;
@@ -125,10 +137,28 @@ public:
         return 0;
     }
 
+    // `count` bypass bins, up to 8 at a time: shift the value register by the bins, then compare it
+    // against the range scaled to each bin's position.
     uint32_t bypass_bits(int count) {
-        uint32_t v = 0;
-        for (int i = 0; i < count; ++i) v = (v << 1) | bypass();
-        return v;
+        uint32_t bins = 0;
+        while (count > 0) {
+            const int take = count < 8 ? count : 8;
+            value_ <<= take;
+            bits_needed_ += take;
+            if (bits_needed_ >= 0) {
+                value_ += next_byte() << bits_needed_;
+                bits_needed_ -= 8;
+            }
+            uint32_t scaled = range_ << (7 + take);
+            for (int i = 0; i < take; ++i) {
+                scaled >>= 1;
+                const uint32_t one = value_ >= scaled;
+                bins = (bins << 1) | one;
+                value_ -= scaled & (0u - one);
+            }
+            count -= take;
+        }
+        return bins;
     }
 
     bool terminate() {
