@@ -14,8 +14,8 @@ NNCodec's decode time per stream (``nnc.decompress`` of the bitstream in memory,
 For every configuration in :data:`CONFIGS` it codes one generated model (a dict of float32 arrays: a
 convolution, a linear layer with all-zero rows, a bias, a wide and a tall matrix, a scalar-like vector) with
 ``nncodec.nnc.compress`` and decodes it with ``nncodec.nnc.decompress``. It writes ``NAME.nnc`` and one line
-per stream to ``manifest.json``: the settings, and per tensor its shape and the SHA-256 of NNCodec's decoded
-float32 bytes (C order).  The tests decode each stream with ``nnsqueeze.nnr`` and compare hashes, so CI needs
+per stream to ``manifest.json``: the settings, and per tensor its shape, dtype and the SHA-256 of NNCodec's
+decoded bytes (C order).  The tests decode each stream with ``nnsqueeze.nnr`` and compare hashes, so CI needs
 neither NNCodec nor its venv.  The model is generated from a fixed seed, so a rerun writes the same files.
 """
 
@@ -85,6 +85,7 @@ def generated_model() -> dict[str, np.ndarray]:
         "wide.weight": (rng.standard_t(3, size=(5, 700)) * 0.02).astype(np.float32),
         "tall.weight": rng.normal(0, 0.3, size=(300, 2)).astype(np.float32),
         "norm.weight": (1.0 + rng.normal(0, 0.1, size=7)).astype(np.float32),
+        "counts": rng.integers(-40, 40, size=(6, 5)).astype(np.int32),  # an integer tensor (NNR_PT_INT)
     }
 
 
@@ -148,9 +149,12 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / f"{name}.nnc").write_bytes(bytes(stream))
         tensors = {}
         for tensor_name, array in decoded.items():
-            values = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+            # Floats as float32 (NNCodec returns codebook tensors as float64), integers as they are.
+            array = np.asarray(array)
+            values = np.ascontiguousarray(array, dtype=np.float32 if array.dtype.kind == "f" else array.dtype)
             tensors[tensor_name] = {
                 "shape": list(values.shape),
+                "dtype": str(values.dtype),
                 "sha256": hashlib.sha256(values.tobytes()).hexdigest(),
             }
         entry = {"stream": f"{name}.nnc", "bytes": len(stream), "settings": settings, "tensors": tensors}

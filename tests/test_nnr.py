@@ -34,13 +34,20 @@ def test_corpus_decodes_to_nncodecs_values(name: str) -> None:
     expected = STREAMS[name]["tensors"]
     assert sorted(tensors) == sorted(expected)
     for tensor_name, want in expected.items():
-        values = np.ascontiguousarray(tensors[tensor_name], dtype=np.float32)
-        assert list(values.shape) == want["shape"]
+        values = np.ascontiguousarray(tensors[tensor_name])
+        assert (list(values.shape), str(values.dtype)) == (want["shape"], want["dtype"])
         assert hashlib.sha256(values.tobytes()).hexdigest() == want["sha256"], tensor_name
 
 
 def test_corpus_covers_the_tools() -> None:
-    seen = {"dependent": set(), "scan": set(), "codebook": False, "row_skip": False, "tuned": set()}
+    seen = {
+        "dependent": set(),
+        "scan": set(),
+        "codebook": False,
+        "row_skip": False,
+        "tuned": set(),
+        "payloads": set(),
+    }
     for name in STREAMS:
         for t in nnr.read(_stream(name))[1].tensors:
             seen["dependent"].add(t.dependent)
@@ -48,11 +55,13 @@ def test_corpus_covers_the_tools() -> None:
             seen["codebook"] |= t.codebook_size > 0
             seen["row_skip"] |= t.skipped_rows > 0
             seen["tuned"].add(t.tuned_contexts > 0)
+            seen["payloads"].add(t.payload_type)
     assert seen["dependent"] == {False, True}
     assert seen["scan"] == {0, 1, 2, 4}
     assert seen["codebook"]
     assert seen["row_skip"]
     assert seen["tuned"] == {False, True}  # param_opt off and on
+    assert seen["payloads"] == {"float", "int"}
 
 
 def _units(data: bytes) -> list[syntax.UnitHeader]:
@@ -91,11 +100,12 @@ def test_payload_decoder_matches_reference(name: str) -> None:
             cols = int(np.prod(header.shape[1:])) if len(header.shape) > 1 else 1
             book = header.codebook
             blocks = _core.nnr_block_rows(rows, cols, header.scan_order) > 0
+            is_float = header.payload_type == syntax.PayloadType.FLOAT
             s = ref.Syntax(
                 rows,
                 cols,
-                6 + mps.qp_density,
-                header.dependent,
+                6 + mps.qp_density if is_float else 0,
+                header.dependent and is_float,
                 header.scan_order if blocks else 0,
                 start,
                 len(book.values) if book else 0,
