@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nnsqueeze import _core, nnr
-from nnsqueeze.errors import NnrError, NnrUnsupportedError
+from nnsqueeze.errors import ConfigError, NnrError, NnrUnsupportedError, TensorError
 from nnsqueeze.nnr import syntax
 
 from . import nnr_reference as ref
@@ -238,3 +238,111 @@ def test_cli_reports_a_broken_nnr_stream_in_one_line(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
     assert "truncated" in done.stderr
     assert not (tmp_path / "out.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------ encoder
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.integers(0, 12),
+    cols=st.integers(1, 40),
+    scale=st.sampled_from([0.0, 0.4, 3.0, 200.0]),
+    zero_rows=st.integers(0, 3),
+    dependent=st.booleans(),
+    unary_length=st.sampled_from([1, 4, 11, 40]),
+    choose=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_payload_encoder_round_trips(
+    rows: int,
+    cols: int,
+    scale: float,
+    zero_rows: int,
+    dependent: bool,
+    unary_length: int,
+    choose: bool,
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    weights = (rng.laplace(0, scale + 1e-9, (rows, cols))).astype(np.float32)
+    weights[: min(zero_rows, rows)] = 0
+    levels = np.empty(rows * cols, dtype=np.int32)
+    if dependent:
+        _core.nnr_dependent_quantize(weights.ravel(), rows, cols, 1.0, 0.0, levels)
+    else:
+        levels[:] = np.rint(weights.ravel())
+    payload = _core.nnr_encode_tensor(levels, rows, cols, 8, -3, dependent, unary_length, choose)
+    out = np.empty_like(levels)
+    qp_offset, used, *_ = _core.nnr_decode_tensor(
+        np.frombuffer(payload, dtype=np.uint8),
+        rows,
+        cols,
+        8,
+        dependent,
+        0,
+        1,
+        False,
+        0,
+        0,
+        unary_length,
+        [],
+        [],
+        [],
+        out,
+    )
+    assert (qp_offset, used) == (-3, len(payload))
+    np.testing.assert_array_equal(out, levels)
+    s = ref.Syntax(rows, cols, 8, dependent, 0, unary_length=unary_length)
+    assert ref.decode(payload, s)[0] == levels.tolist()
+
+
+def test_dependent_quantization_follows_the_state_machine() -> None:
+    """Every level suits the quantizer of its state, and the trellis beats rounding to the nearer of
+    the two quantizers' grids on squared error."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 3, (30, 50)).astype(np.float32)
+    levels = np.empty(w.size, dtype=np.int32)
+    _core.nnr_dependent_quantize(w.ravel(), 30, 50, 1.0, 0.0, levels)
+    state = 0
+    for q in levels.tolist():
+        odd = state & 1
+        assert q == 0 or q % 2 == odd
+        k = 0 if q == 0 else (q + (-odd if q < 0 else odd)) // 2
+        state = ref.NEXT_STATE[state][k & 1]
+    even_only = 2 * np.rint(w.ravel() / 2)  # the state 0 quantizer alone
+    assert np.mean((levels - w.ravel()) ** 2) < np.mean((even_only - w.ravel()) ** 2)
+
+
+def test_encoded_streams_decode_within_the_step() -> None:
+    rng = np.random.default_rng(4)
+    model = {
+        "conv.weight": rng.normal(0, 0.1, (8, 3, 3, 3)).astype(np.float32),
+        "conv.bias": rng.normal(0, 0.01, 8).astype(np.float32),
+        "fc.weight": np.zeros((10, 40), dtype=np.float32),
+        "scale": np.float32(0.5),
+        "steps": rng.integers(-1000, 1000, (4, 4)).astype(np.int64),
+    }
+    model["fc.weight"][2] = rng.normal(0, 0.1, 40)
+    for dependent in (False, True):
+        stream = nnr.encode(model, qp=-24, dependent=dependent)
+        decoded, info = nnr.read(stream)
+        assert list(decoded) == list(model)
+        step = nnr.step_of(-24, 2)
+        bound = (2 if dependent else 0.5) * step
+        assert np.abs(decoded["conv.weight"] - model["conv.weight"]).max() <= bound
+        assert np.abs(decoded["conv.bias"] - model["conv.bias"]).max() <= 2 * nnr.step_of(-75, 2)
+        assert decoded["scale"].shape == (1,)
+        np.testing.assert_array_equal(decoded["steps"], model["steps"])
+        assert next(t for t in info.tensors if t.name == "fc.weight").skipped_rows == 9
+
+
+def test_encoder_refuses_what_nnr_cannot_carry() -> None:
+    with pytest.raises(TensorError, match="finite"):
+        nnr.encode({"w": np.array([[np.nan, 1.0]], dtype=np.float32)})
+    with pytest.raises(TensorError, match="2\\^29"):
+        nnr.encode({"w": np.array([[1e9, 1.0]], dtype=np.float32)}, dependent=False)
+    with pytest.raises(ConfigError, match="outside what NNR signals"):
+        nnr.encode({"w": np.ones((2, 2), dtype=np.float32)}, qp=-28, nonweight_qp=-400)
+    with pytest.raises(TensorError, match="cannot be coded"):
+        nnr.encode({"w": np.array(["a"])})

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -435,6 +436,351 @@ TensorResult decode_tensor(const uint8_t* data, std::size_t size, const TensorSy
     std::fill(levels, levels + syntax.rows * syntax.cols, 0);
     TensorDecoder decoder(data, size, syntax);
     return decoder.run(levels);
+}
+
+}  // namespace nnsqueeze::nnr
+
+namespace nnsqueeze::nnr {
+namespace {
+
+// The binary arithmetic encoder that the decoder above inverts: a 9-bit range and a low register
+// with 8 extra bits of headroom; bytes leave the register once 8 bits are complete, and a run of 0xFF
+// bytes waits until a carry out of the register is settled.
+class Encoder {
+public:
+    explicit Encoder(std::vector<uint8_t>& out) : out_(out) {}
+
+    void bin(unsigned bit, Estimator& e) {
+        const uint32_t lps = e.lps_range(range_);
+        range_ -= lps;
+        if (bit == e.mps()) {
+            if (range_ < 256) {
+                range_ <<= 1;
+                low_ <<= 1;
+                --bits_left_;
+            }
+        } else {
+            const int shift = __builtin_clz(lps) - 23;
+            low_ += range_;
+            range_ = lps << shift;
+            low_ <<= shift;
+            bits_left_ -= shift;
+        }
+        if (bits_left_ < 12) write_out();
+        e.update(bit);
+    }
+
+    void bypass(unsigned bit) {
+        low_ <<= 1;
+        if (bit) low_ += range_;
+        if (--bits_left_ < 12) write_out();
+    }
+
+    void bypass_bits(uint32_t value, int count) {
+        for (int i = count - 1; i >= 0; --i) bypass((value >> i) & 1u);
+    }
+
+    // The terminating bin (a one), then the flush: the decoder reads exactly the bytes written.
+    void finish() {
+        range_ -= 2;
+        low_ += range_;
+        low_ <<= 7;
+        range_ = 2 << 7;
+        bits_left_ -= 7;
+        if (bits_left_ < 12) write_out();
+        if (low_ >> (32 - bits_left_)) {  // a carry into the bytes still held back
+            out_.push_back(static_cast<uint8_t>(held_ + 1));
+            for (; pending_ > 1; --pending_) out_.push_back(0x00);
+            low_ -= 1u << (32 - bits_left_);
+        } else {
+            if (pending_ > 0) out_.push_back(held_);
+            for (; pending_ > 1; --pending_) out_.push_back(0xFF);
+        }
+        // The stop bit after the last coded bit, then the register's remaining whole bytes.
+        low_ >>= 8;
+        low_ = (low_ << 1) | 1u;
+        --bits_left_;
+        low_ <<= 32 - (24 - bits_left_);
+        for (int i = 0; i < 24 - bits_left_; i += 8) out_.push_back(static_cast<uint8_t>((low_ >> (24 - i)) & 0xFFu));
+    }
+
+private:
+    void write_out() {
+        const uint32_t lead = low_ >> (24 - bits_left_);
+        bits_left_ += 8;
+        low_ &= 0xFFFFFFFFu >> bits_left_;
+        if (lead == 0xFF) {
+            ++pending_;
+        } else if (pending_ > 0) {
+            const uint32_t carry = lead >> 8;
+            out_.push_back(static_cast<uint8_t>(held_ + carry));
+            held_ = static_cast<uint8_t>(lead & 0xFFu);
+            for (; pending_ > 1; --pending_) out_.push_back(static_cast<uint8_t>((0xFF + carry) & 0xFFu));
+        } else {
+            pending_ = 1;
+            held_ = static_cast<uint8_t>(lead);
+        }
+    }
+
+    std::vector<uint8_t>& out_;
+    uint32_t low_ = 0;
+    uint32_t range_ = 510;
+    int bits_left_ = 23;
+    uint8_t held_ = 0xFF;
+    uint32_t pending_ = 0;
+};
+
+// Cost in bits of a bin with an estimator, from the LPS probability averaged over the range classes.
+struct BinCosts {
+    double lps[32], mps[32];
+    BinCosts() {
+        for (int c = 0; c < 32; ++c) {
+            double p = 0;
+            for (int r = 0; r < 8; ++r) p += kLpsRange[r][c] / (256.0 + 32.0 * r + 16.0) / 8.0;
+            lps[c] = -std::log2(p);
+            mps[c] = -std::log2(1.0 - p);
+        }
+    }
+    double cost(const Estimator& e, unsigned bit) const {
+        const int32_t cls = e.sum >> 7;
+        const int i = cls < 0 ? -cls : cls;
+        return bit == e.mps() ? mps[i] : lps[i];
+    }
+};
+const BinCosts& bin_costs() {
+    static const BinCosts costs;
+    return costs;
+}
+
+// Which of the nine parameter sets codes a context's bins in the fewest bits: every set is run over
+// the bins; a non-default set pays for its flag and 3 bits.
+struct EstimatorTrial {
+    Estimator sets[9];
+    double bits[9] = {};
+    EstimatorTrial() {
+        for (int i = 0; i < 9; ++i) sets[i].init(i);
+    }
+    void add(unsigned bit) {
+        for (int i = 0; i < 9; ++i) {
+            bits[i] += bin_costs().cost(sets[i], bit);
+            sets[i].update(bit);
+        }
+    }
+    int best() const {
+        int chosen = 0;
+        for (int i = 1; i < 9; ++i)
+            if (bits[i] + 4.0 < bits[chosen] + (chosen ? 4.0 : 0.0)) chosen = i;
+        return chosen;
+    }
+};
+
+// Context-coded bins go to `Sink::bin(context index, bit)`, bypass bins to `Sink::bypass(value, count)`.
+template <class Sink>
+void code_level(Sink& sink, int32_t k, int state, int32_t previous, const ContextLayout& layout) {
+    const int nb = neighbour_class(previous);
+    sink.bin(ContextLayout::kSig + 3 * state + nb, k != 0);
+    if (k == 0) return;
+    const bool negative = k < 0;
+    sink.bin(ContextLayout::kSign + nb, negative);
+    const int64_t magnitude = negative ? -int64_t{k} : k;
+    for (int j = 0; j < layout.n; ++j) {
+        const bool greater = magnitude > j + 1;
+        sink.bin(ContextLayout::kGreater + 2 * j + (negative ? 1 : 0), greater);
+        if (!greater) return;
+    }
+    // Exp-Golomb remainder: `bits` ones (one context per position), a zero, then `bits` bypass bins.
+    const uint64_t rem = static_cast<uint64_t>(magnitude - layout.n - 1);
+    int bits = 0;
+    while (rem + 1 >= (uint64_t{2} << bits)) ++bits;
+    for (int j = 0; j < bits; ++j) sink.bin(layout.remainder() + j, 1);
+    sink.bin(layout.remainder() + bits, 0);
+    sink.bypass(static_cast<uint32_t>(rem - ((uint64_t{1} << bits) - 1)), bits);
+}
+
+// Runs `code_level` over the tensor in scan order, with the dependent quantizer's state; returns
+// the symbols (levels for uniform quantization).
+template <class Sink>
+void scan_levels(Sink& sink, const int32_t* levels, const TensorSyntax& s, const std::vector<uint8_t>& skipped,
+                 const ContextLayout& layout) {
+    int state = 0;
+    int32_t previous = 0;
+    for (std::size_t y = 0; y < s.rows; ++y) {
+        if (!skipped.empty() && skipped[y]) {
+            if (s.dependent)
+                for (std::size_t a = 0; a < s.cols; ++a) state = kNextState[state][0];
+            continue;
+        }
+        const int32_t* row = levels + y * s.cols;
+        for (std::size_t x = 0; x < s.cols; ++x) {
+            int32_t k = row[x];
+            if (s.dependent && k != 0) {
+                const int odd = state & 1;
+                if ((k & 1) != odd) throw std::invalid_argument("dependent levels do not follow the quantizer states");
+                k = (k + (k < 0 ? -odd : odd)) / 2;
+            }
+            code_level(sink, k, state, previous, layout);
+            previous = k;
+            if (s.dependent) state = kNextState[state][k & 1];
+        }
+    }
+}
+
+struct TrialSink {
+    std::vector<EstimatorTrial>& trials;
+    void bin(int index, bool bit) { trials[index].add(bit ? 1u : 0u); }
+    static void bypass(uint32_t, int) {}
+};
+
+struct EncodeSink {
+    Encoder& enc;
+    std::vector<Estimator>& ctx;
+    void bin(int index, bool bit) { enc.bin(bit ? 1u : 0u, ctx[index]); }
+    void bypass(uint32_t value, int count) { enc.bypass_bits(value, count); }
+};
+
+}  // namespace
+
+std::vector<uint8_t> encode_tensor(const int32_t* levels, const TensorSyntax& s, int32_t qp_offset,
+                                   bool choose_estimators) {
+    if (s.profile != 1 || s.codebook_size != 0 || s.scan_order != 0)
+        throw std::invalid_argument("the NNR encoder writes profile 1, no codebook, scan_order 0");
+    if (s.unary_length < 1 || s.unary_length > 256) throw std::invalid_argument("cabac_unary_length must be in 1..256");
+    const std::size_t count = s.rows * s.cols;
+    for (std::size_t i = 0; i < count; ++i) {
+        const int64_t v = levels[i];
+        if (v > (int64_t{1} << 29) - 1 || v < -((int64_t{1} << 29) - 1))
+            throw std::invalid_argument("level " + std::to_string(v) + " outside +-(2^29 - 1)");
+    }
+    if (s.qp_offset_bits > 0) {
+        const int32_t half = int32_t{1} << (s.qp_offset_bits - 1);
+        if (qp_offset < -half || qp_offset >= half)
+            throw std::invalid_argument("QP offset " + std::to_string(qp_offset) + " does not fit " +
+                                        std::to_string(s.qp_offset_bits) + " bits");
+    }
+    const ContextLayout layout{static_cast<int>(s.unary_length)};
+    std::vector<uint8_t> skipped;
+    const bool row_syntax = s.cols > 1 && count > s.cols;
+    if (row_syntax) {
+        skipped.assign(s.rows, 0);
+        bool any = false;
+        for (std::size_t y = 0; y < s.rows; ++y) {
+            const int32_t* row = levels + y * s.cols;
+            skipped[y] = std::all_of(row, row + s.cols, [](int32_t v) { return v == 0; });
+            any = any || skipped[y];
+        }
+        if (!any) skipped.clear();
+    }
+    std::vector<int> chosen(layout.count(), 0);
+    if (choose_estimators) {
+        std::vector<EstimatorTrial> trials(layout.count());
+        TrialSink trial{trials};
+        scan_levels(trial, levels, s, skipped, layout);
+        for (int i = 0; i < layout.count(); ++i) chosen[i] = trials[i].best();
+    }
+    std::vector<uint8_t> out;
+    out.reserve(count / 2 + 64);
+    Encoder enc(out);
+    std::vector<Estimator> ctx(layout.count());
+    for (auto& e : ctx) e.init(0);
+    if (s.qp_offset_bits > 0)
+        enc.bypass_bits(static_cast<uint32_t>(qp_offset) & ((1u << s.qp_offset_bits) - 1), s.qp_offset_bits);
+    if (row_syntax) {
+        if (s.parent_node_id_present) enc.bypass(0);  // no history-dependent significance
+        enc.bypass(skipped.empty() ? 0 : 1);
+        for (std::size_t y = 0; y < skipped.size(); ++y) enc.bin(skipped[y], ctx[layout.row_skip()]);
+    }
+    // The choices, in the order the decoder reads them: significance, sign, greater-than, remainder.
+    auto signal = [&](int index) {
+        const int c = chosen[index];
+        enc.bin(c != 0, ctx[layout.choice()]);
+        if (c != 0) enc.bypass_bits(static_cast<uint32_t>(c - 1), 3);
+        ctx[index].init(c);
+    };
+    for (int i = 0; i < (s.dependent ? 24 : 3); ++i) signal(ContextLayout::kSig + i);
+    for (int i = 0; i < 3; ++i) signal(ContextLayout::kSign + i);
+    for (int a = 0; a < 2 * layout.n; ++a) signal(ContextLayout::kGreater + a);
+    for (int a = 0; a < 31; ++a) signal(layout.remainder() + a);
+    EncodeSink sink{enc, ctx};
+    scan_levels(sink, levels, s, skipped, layout);
+    enc.finish();
+    return out;
+}
+
+}  // namespace nnsqueeze::nnr
+
+namespace nnsqueeze::nnr {
+namespace {
+
+double rate_proxy(int64_t k) {
+    if (k == 0) return 1.0;
+    return 2.0 + 2.0 * std::log2(static_cast<double>(k < 0 ? -k : k) + 1.0);
+}
+
+// The candidate reconstruction indices of quantizer `odd` for x = w / step: the two of its parity
+// around x, and zero (which both quantizers reconstruct).
+void candidates(double x, int odd, int64_t out[3]) {
+    const int64_t below = odd ? 2 * static_cast<int64_t>(std::floor((x - 1.0) / 2.0)) + 1
+                              : 2 * static_cast<int64_t>(std::floor(x / 2.0));
+    out[0] = below;
+    out[1] = below + 2;
+    out[2] = 0;
+}
+
+// Symbol of reconstruction index q in a state whose quantizer is `odd`.
+int64_t symbol_of(int64_t q, int odd) { return q == 0 ? 0 : (q + (q < 0 ? -odd : odd)) / 2; }
+
+}  // namespace
+
+void dependent_quantize(const float* weights, std::size_t rows, std::size_t cols, double step, double lambda,
+                        int32_t* levels) {
+    if (!(step > 0.0) || !std::isfinite(step)) throw std::invalid_argument("step must be positive and finite");
+    constexpr double kInf = 1e300;
+    constexpr int64_t kMax = (int64_t{1} << 29) - 1;
+    std::vector<uint8_t> choice(cols * 8);  // per position and state: previous state (3 bits), candidate (2 bits)
+    double cost[8], next[8];
+    int start = 0;
+    for (std::size_t y = 0; y < rows; ++y) {
+        for (int s = 0; s < 8; ++s) cost[s] = s == start ? 0.0 : kInf;
+        const float* row = weights + y * cols;
+        for (std::size_t x = 0; x < cols; ++x) {
+            if (!std::isfinite(row[x])) throw std::invalid_argument("weights must be finite");
+            const double v = row[x] / step;
+            if (std::fabs(v) > static_cast<double>(kMax - 4)) throw std::invalid_argument("weight / step beyond the level range");
+            for (int s = 0; s < 8; ++s) next[s] = kInf;
+            uint8_t* decided = choice.data() + x * 8;
+            for (int s = 0; s < 8; ++s) {
+                if (cost[s] >= kInf) continue;
+                int64_t cand[3];
+                candidates(v, s & 1, cand);
+                for (int c = 0; c < 3; ++c) {
+                    const double d = v - static_cast<double>(cand[c]);
+                    const int64_t k = symbol_of(cand[c], s & 1);
+                    const double total = cost[s] + d * d + lambda * rate_proxy(k);
+                    const int t = kNextState[s][k & 1];
+                    if (total < next[t]) {
+                        next[t] = total;
+                        decided[t] = static_cast<uint8_t>(s | (c << 3));
+                    }
+                }
+            }
+            std::copy(next, next + 8, cost);
+        }
+        int best = 0;
+        for (int s = 1; s < 8; ++s)
+            if (cost[s] < cost[best]) best = s;
+        // Trace the row back from its best end state.
+        int s = best;
+        int32_t* out = levels + y * cols;
+        for (std::size_t x = cols; x-- > 0;) {
+            const int prev = choice[x * 8 + s] & 7;
+            const int c = choice[x * 8 + s] >> 3;
+            int64_t cand[3];
+            candidates(row[x] / step, prev & 1, cand);
+            out[x] = static_cast<int32_t>(cand[c]);
+            s = prev;
+        }
+        start = cols == 0 ? start : best;
+    }
 }
 
 }  // namespace nnsqueeze::nnr

@@ -50,6 +50,26 @@ struct TensorResult {
 // values outside what the decoder supports.
 TensorResult decode_tensor(const uint8_t* data, std::size_t size, const TensorSyntax& syntax, int32_t* levels);
 
+// Encodes rows * cols levels (row-major) as the payload of one data unit with scan_order 0.  For
+// dependent quantization the levels are reconstruction indices and each must suit the quantizer of
+// its state (even where state & 1 is 0, odd or zero where it is 1), as a trellis search leaves them.
+// The payload holds the QP offset (when qp_offset_bits > 0),
+// row-skip flags for all-zero rows (profile 1), the estimator choices (chosen by a pass that codes
+// the levels with every parameter set when `choose_estimators`, else all default), the levels and the
+// terminating bin.  Throws std::invalid_argument for levels outside +-(2^29 - 1), a QP offset that
+// does not fit, or a syntax this encoder does not write (codebooks, block scans, profile 0).
+std::vector<uint8_t> encode_tensor(const int32_t* levels, const TensorSyntax& syntax, int32_t qp_offset,
+                                   bool choose_estimators);
+
+// NNR dependent quantization of rows x cols weights in row-major order: a Viterbi search over the
+// 8 quantizer states for the reconstruction indices (multiples of `step`) minimising
+//     sum (w_i / step - q_i)^2 + lambda * bits(k_i),  bits(k) = 1 for k = 0, else 2 + 2 log2(|k| + 1)
+// (a proxy of the coder's rate).  Each row ends in its best state, so memory stays O(cols).  The result
+// suits encode_tensor with `dependent`.  Throws std::invalid_argument for non-finite weights or levels
+// beyond +-(2^29 - 1).
+void dependent_quantize(const float* weights, std::size_t rows, std::size_t cols, double step, double lambda,
+                        int32_t* levels);
+
 // Number of block rows of a rows x cols tensor in `scan_order` (0 for a row-by-row scan).
 std::size_t block_rows(std::size_t rows, std::size_t cols, int scan_order);
 

@@ -1,4 +1,4 @@
-"""MPEG NNR (ISO/IEC 15938-17) bitstreams, as NNCodec 2.1.3 writes them: read them into tensors.
+"""MPEG NNR (ISO/IEC 15938-17) bitstreams, as NNCodec 2.1.3 writes them: read them into tensors, write them.
 
 >>> from nnsqueeze import nnr
 >>> tensors, info = nnr.read(open("tests/golden/nnr/dq_qp-28.nnc", "rb").read())
@@ -11,5 +11,6 @@
 from __future__ import annotations
 
 from nnsqueeze.nnr.decoder import StreamInfo, TensorInfo, decode, looks_like_nnr, read, step_of
+from nnsqueeze.nnr.encoder import encode
 
-__all__ = ["StreamInfo", "TensorInfo", "decode", "looks_like_nnr", "read", "step_of"]
+__all__ = ["StreamInfo", "TensorInfo", "decode", "encode", "looks_like_nnr", "read", "step_of"]
