@@ -7,9 +7,14 @@ Run with the Python of NNCodec's own venv (see ``nncodec_runner.py`` for the rec
     /work/nncodec-venv/bin/python benchmarks/make_nnr_corpus.py --out tests/golden/nnr
     /work/nncodec-venv/bin/python benchmarks/make_nnr_corpus.py --out DIR --input MODEL.npz --bench --repeat 3
 
+With ``--decode DIR`` it writes nothing new: it decodes every ``*.nnc`` in DIR with NNCodec and writes
+``DIR/nncodec_decoded.json`` (per stream, per tensor, shape, dtype and SHA-256), for checking streams that
+nnsqueeze wrote.
+
 With ``--input`` the model is the npz's float32 arrays and, with ``--bench``, the configurations are
 :func:`bench_configs` (URQ and DQ at QP -20 ... -38, param_opt on and off); the manifest then also holds
-NNCodec's decode time per stream (``nnc.decompress`` of the bitstream in memory, median of ``--repeat``).
+NNCodec's decode time per stream (``nnc.decompress`` of the bitstream in memory, median of ``--repeat``)
+and its encode time (one ``nnc.compress`` call).
 
 For every configuration in :data:`CONFIGS` it codes one generated model (a dict of float32 arrays: a
 convolution, a linear layer with all-zero rows, a bias, a wide and a tall matrix, a scalar-like vector) with
@@ -105,6 +110,33 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: np.array(data[k], dtype=np.float32) for k in data.files}
 
 
+def hashes(decoded: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Shape, dtype and SHA-256 of each decoded tensor: floats as float32 (NNCodec returns codebook
+    tensors as float64), integers as they are."""
+    out = {}
+    for name, array in decoded.items():
+        array = np.asarray(array)
+        values = np.ascontiguousarray(array, dtype=np.float32 if array.dtype.kind == "f" else array.dtype)
+        out[name] = {
+            "shape": list(values.shape),
+            "dtype": str(values.dtype),
+            "sha256": hashlib.sha256(values.tobytes()).hexdigest(),
+        }
+    return out
+
+
+def decode_folder(nnc: Any, folder: Path) -> None:
+    result = {}
+    for path in sorted(folder.glob("*.nnc")):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            contextlib.chdir(tmp),
+            contextlib.redirect_stdout(sys.stderr),
+        ):
+            result[path.name] = hashes(nnc.decompress(bytearray(path.read_bytes()), verbose=False))
+    (folder / "nncodec_decoded.json").write_text(json.dumps(result) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -117,12 +149,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeat", type=int, default=0, help="time NNCodec's decode, median of this many runs"
     )
+    parser.add_argument("--decode", type=Path, help="decode the *.nnc files of this folder instead")
     args = parser.parse_args(argv)
     install_torchvision_placeholder()
     import importlib.metadata
 
     from nncodec import nnc
 
+    if args.decode is not None:
+        decode_folder(nnc, args.decode)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     model = generated_model() if args.input is None else load_npz(args.input)
     entries = []
@@ -133,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             contextlib.chdir(tmp),
             contextlib.redirect_stdout(sys.stderr),
         ):
+            encode_started = time.perf_counter()
             stream = nnc.compress(
                 {k: v.copy() for k, v in model.items()},
                 bitstream_path=None,
@@ -140,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
                 verbose=False,
                 **settings,
             )
+            encode_s = time.perf_counter() - encode_started
             decoded = nnc.decompress(bytearray(stream), verbose=False)
             times = []
             for _ in range(args.repeat):
@@ -147,19 +185,11 @@ def main(argv: list[str] | None = None) -> None:
                 nnc.decompress(bytearray(stream), verbose=False)
                 times.append(time.perf_counter() - started)
         (args.out / f"{name}.nnc").write_bytes(bytes(stream))
-        tensors = {}
-        for tensor_name, array in decoded.items():
-            # Floats as float32 (NNCodec returns codebook tensors as float64), integers as they are.
-            array = np.asarray(array)
-            values = np.ascontiguousarray(array, dtype=np.float32 if array.dtype.kind == "f" else array.dtype)
-            tensors[tensor_name] = {
-                "shape": list(values.shape),
-                "dtype": str(values.dtype),
-                "sha256": hashlib.sha256(values.tobytes()).hexdigest(),
-            }
+        tensors = hashes(decoded)
         entry = {"stream": f"{name}.nnc", "bytes": len(stream), "settings": settings, "tensors": tensors}
-        if times:
+        if times:  # timed runs only: the corpus files stay free of timings
             entry["decode_s"] = statistics.median(times)
+            entry["encode_s"] = encode_s
         entries.append(entry)
         print(f"{name}: {len(stream)} bytes, {len(tensors)} tensors")
     # One line per stream keeps the file small and its diffs readable.

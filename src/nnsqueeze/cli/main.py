@@ -88,10 +88,64 @@ def _calibration(args: argparse.Namespace, src: Path) -> Calibration | None:
     return calibration
 
 
+# Options of `compress` that the NNR writer has no counterpart for.
+NNR_REFUSED = (
+    "base",
+    "step",
+    "lossless",
+    "lossless_1d",
+    "rdo",
+    "trellis",
+    "calibrate",
+    "target_size",
+    "target_bpp",
+    "target_fidelity",
+    "step_allocation",
+)
+
+
+def _compress_nnr(args: argparse.Namespace, src: Path) -> int:
+    from nnsqueeze import nnr
+    from nnsqueeze.dtypes import to_float32
+    from nnsqueeze.io import atomic_write, open_checkpoint
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in NNR_REFUSED
+        if getattr(args, name, None) not in (None, False, [])
+    ]
+    if given:
+        msg = f"--format nnr does not take {', '.join(given)} (it codes at --qp; see docs/nnr.md)"
+        raise ConfigError(msg)
+    if src.is_dir():
+        msg = f"{src} is a directory: --format nnr codes one checkpoint file"
+        raise ConfigError(msg)
+    out = Path(args.output) if args.output else src.with_suffix(".nnc")
+    started = time.perf_counter()
+    tensors = {}
+    raw = 0
+    for t in open_checkpoint(src).tensors:
+        raw += t.array.nbytes
+        tensors[t.name] = (
+            to_float32(t.array, t.dtype) if t.dtype in ("bfloat16", "float16", "float64") else t.array
+        )
+    qp = DEFAULT_QP if args.qp is None else args.qp
+    stream = nnr.encode(tensors, qp=qp, dependent=args.nnr_quantizer == "dependent")
+    with atomic_write(out) as f:
+        f.write(stream)
+    print(
+        f"{src} -> {out} (MPEG NNR, QP {qp}, {args.nnr_quantizer} quantization): {_human(raw)} -> "
+        f"{_human(len(stream))} ({len(tensors)} tensors, {time.perf_counter() - started:.2f} s)"
+    )
+    return 0
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from nnsqueeze.io import open_checkpoint
 
     src = Path(args.input)
+    if args.format == "nnr":
+        return _compress_nnr(args, src)
     out = Path(args.output) if args.output else src.with_suffix(".nnsq")
     default_qp = DEFAULT_UPDATE_QP if args.base else DEFAULT_QP
     opts = CompressOptions(
@@ -410,6 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("input", help="a checkpoint file, or a model directory (every file goes into one package)")
     c.add_argument("-o", "--output", help="output .nnsq path (default: input with .nnsq suffix)")
+    c.add_argument(
+        "--format",
+        choices=("nnsq", "nnr"),
+        default="nnsq",
+        help="nnr: write an MPEG NNR (ISO/IEC 15938-17) bitstream that NNCodec decodes, with the NNR "
+        "QP (step (4 + qp mod 4) * 2^(qp div 4 - 2)) for tensors of >= 2 dimensions and QP -75 for 1-D "
+        "tensors; default suffix .nnc (docs/nnr.md)",
+    )
+    c.add_argument(
+        "--nnr-quantizer",
+        choices=("dependent", "uniform"),
+        default="dependent",
+        help="with --format nnr: dependent quantization (8-state trellis, NNCodec's default) or rounding",
+    )
     c.add_argument(
         "--base",
         action="append",

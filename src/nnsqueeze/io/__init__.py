@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnsqueeze.errors import CheckpointError
-from nnsqueeze.io._common import Checkpoint, NamedTensor, require
+from nnsqueeze.io._common import Checkpoint, NamedTensor, atomic_write, require
 from nnsqueeze.io.numpy_npz import read_npz, write_npz
 from nnsqueeze.io.onnx_model import ATTACHMENT as ONNX_ATTACHMENT
 from nnsqueeze.io.onnx_model import onnx_bytes, read_onnx, write_onnx
@@ -38,6 +38,7 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "Checkpoint",
     "NamedTensor",
+    "atomic_write",
     "onnx_bytes",
     "open_checkpoint",
     "require",
