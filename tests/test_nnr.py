@@ -346,3 +346,27 @@ def test_encoder_refuses_what_nnr_cannot_carry() -> None:
         nnr.encode({"w": np.ones((2, 2), dtype=np.float32)}, qp=-28, nonweight_qp=-400)
     with pytest.raises(TensorError, match="cannot be coded"):
         nnr.encode({"w": np.array(["a"])})
+
+
+def test_cli_compresses_to_nnr(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(5)
+    model = {
+        "fc.weight": rng.normal(0, 0.1, (12, 20)).astype(np.float32),
+        "fc.bias": np.zeros(12, np.float32),
+    }
+    src = tmp_path / "model.safetensors"
+    save_file(model, str(src))
+    done = _cli("compress", str(src), "--format", "nnr", "--qp", "-24", "--nnr-quantizer", "uniform")
+    assert done.returncode == 0, done.stderr
+    stream = (tmp_path / "model.nnc").read_bytes()
+    in_file_order = {name: model[name] for name in sorted(model)}  # safetensors stores names sorted
+    assert stream == nnr.encode(in_file_order, qp=-24, dependent=False)
+    back = tmp_path / "back.safetensors"
+    assert _cli("decompress", str(tmp_path / "model.nnc"), "-o", str(back)).returncode == 0
+    decoded = load_file(str(back))
+    assert np.abs(decoded["fc.weight"] - model["fc.weight"]).max() <= nnr.step_of(-24, 2) / 2
+    refused = _cli("compress", str(src), "--format", "nnr", "--lossless")
+    assert refused.returncode == 2
+    assert "--lossless" in refused.stderr
