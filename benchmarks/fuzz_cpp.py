@@ -38,6 +38,7 @@ SOURCES = [
     "rdoq",
     "quantize",
     "checksum",
+    "nnr_cabac",
 ]
 REGRESSIONS = ROOT / "tests" / "fuzz_regressions" / "cpp"
 
@@ -77,6 +78,13 @@ def seeds() -> list[bytes]:
         coded = _core.encode_tokens(levels, rows, cols)
         out.append(_header(6, 0, 0, rows, cols) + coded)
         out.append(_header(7, 33, 250, rows, cols) + coded)
+        for dependent, unary in ((False, 11), (True, 11), (True, 3)):
+            w = (levels * 0.5).astype(np.float32)
+            nnr_levels = levels.copy()
+            if dependent:
+                _core.nnr_dependent_quantize(w, rows, cols, 1.0, 0.0, nnr_levels)
+            nnr = _core.nnr_encode_tensor(nnr_levels, rows, cols, 8, -2, dependent, unary, True)
+            out.append(_header(8, int(dependent) | ((unary - 1) << 2), 8, rows, cols) + nnr)
     for itemsize_code, count in ((0, 100), (1, 257), (2, 1000), (3, 64)):
         data = rng.normal(0, 0.05, count).astype(np.float64).tobytes()[: count * (1 << itemsize_code)]
         raw = np.frombuffer(data, np.uint8)

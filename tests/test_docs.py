@@ -24,9 +24,12 @@ MODULES = [
     "nnsqueeze.sparse.isa",
     "nnsqueeze.zoo",
     "nnsqueeze.quant.allocation",
+    "nnsqueeze.nnr",
+    "nnsqueeze.nnr.decoder",
+    "nnsqueeze.nnr.encoder",
 ]
 # Guides whose Python blocks run as they stand (the others refer to the reader's own files).
-GUIDES = ["rd.md"]
+GUIDES = ["rd.md", "nnr.md"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 

@@ -3,7 +3,9 @@
 //
 // An input is a small header that picks a decoder and its parameters, followed by the payload:
 //   byte 0      decoder: 0 levels, 1 levels+dequantize, 2 dependent (trellis), 3 hinted levels,
-//               4 byte planes (binary contexts), 5 rANS byte planes, 6 tokens, 7 tokens+dequantize
+//               4 byte planes (binary contexts), 5 rANS byte planes, 6 tokens, 7 tokens+dequantize,
+//               8 NNR payload (byte 1: bit 0 dependent, bit 1 parent signalled, bits 2.. unary length;
+//               byte 2: QP offset bits mod 14)
 //   byte 1      num_gtx (mod 33) / itemsize and sign rotation for the plane decoders
 //   byte 2      adaptation shifts (levels) / log2 of the chunk size (planes)
 //   bytes 3..6  rows and cols (16 bits each, little endian) / element count
@@ -11,7 +13,8 @@
 // The element count is bounded the way the Python callers bound it before they allocate
 // (max_elements_for_payload), and capped to keep each execution short.
 //
-// The oracle: a decode either succeeds or throws BitstreamError.  Anything else (another exception,
+// The oracle: a decode either succeeds or throws BitstreamError (for NNR payloads also
+// std::invalid_argument, which names a tool the decoder refuses, such as HDSP).  Anything else (another exception,
 // a sanitizer report, a hang, memory beyond -rss_limit_mb) is a finding.  A successful decode is
 // re-encoded and decoded again and must give the same values; the fused decode+dequantize must
 // agree with decode_levels followed by the reconstruction formula.
@@ -25,6 +28,7 @@
 #include "nnsqueeze/arith.hpp"
 #include "nnsqueeze/byte_coder.hpp"
 #include "nnsqueeze/level_coder.hpp"
+#include "nnsqueeze/nnr_cabac.hpp"
 #include "nnsqueeze/plane_coder.hpp"
 #include "nnsqueeze/token_coder.hpp"
 #include "nnsqueeze/trellis.hpp"
@@ -163,6 +167,35 @@ void fuzz_planes(const uint8_t* header, const uint8_t* rest, std::size_t size) {
     if (back != out) finding("planes re-encoded decode to other bytes");
 }
 
+void fuzz_nnr(const uint8_t* header, const uint8_t* payload, std::size_t size) {
+    nnsqueeze::nnr::TensorSyntax syntax;
+    syntax.rows = u16(header + 3);
+    syntax.cols = u16(header + 5);
+    syntax.dependent = (header[1] & 1) != 0;
+    syntax.parent_node_id_present = (header[1] & 2) != 0;
+    syntax.unary_length = 1 + (header[1] >> 2);
+    syntax.qp_offset_bits = header[2] % 14;
+    syntax.profile = 1;
+    const std::size_t count = syntax.rows * syntax.cols;
+    if (count > kMaxElements) return;
+    std::vector<int32_t> levels(count);
+    nnsqueeze::nnr::TensorResult first;
+    try {
+        first = nnsqueeze::nnr::decode_tensor(payload, size, syntax, levels.data());
+    } catch (const std::invalid_argument&) {
+        return;  // a refused tool
+    }
+    if (first.bytes_read != size) finding("NNR decode read a different length than the payload");
+    for (int32_t v : levels)
+        if (v > (1 << 29) - 1 || v < -((1 << 29) - 1)) return;  // beyond what the encoder takes
+    syntax.parent_node_id_present = false;
+    const auto again = nnsqueeze::nnr::encode_tensor(levels.data(), syntax, first.qp_offset, true);
+    std::vector<int32_t> back(count);
+    const auto second = nnsqueeze::nnr::decode_tensor(again.data(), again.size(), syntax, back.data());
+    if (back != levels || second.qp_offset != first.qp_offset || second.bytes_read != again.size())
+        finding("NNR levels re-encoded decode to other levels");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
@@ -171,11 +204,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     const std::size_t payload_size = size - kHeader;
     // A copy of exactly the payload's length, so AddressSanitizer sees any read past its end.
     std::vector<uint8_t> payload(data + kHeader, data + size);
-    const int kind = data[0] % 8;
+    const int kind = data[0] % 9;
     try {
         if (kind <= 3) fuzz_levels(kind, data, payload.data(), payload_size);
         else if (kind == 4) fuzz_bytes(data, payload.data(), payload_size);
         else if (kind == 5) fuzz_planes(data, payload.data(), payload_size);
+        else if (kind == 8) fuzz_nnr(data, payload.data(), payload_size);
         else fuzz_tokens(kind, data, payload.data(), payload_size);
     } catch (const nnsqueeze::BitstreamError&) {
         // the expected outcome for a malformed payload

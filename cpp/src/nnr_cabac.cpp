@@ -181,6 +181,7 @@ public:
     uint64_t bit_offset() const { return 8 * static_cast<uint64_t>(pos_) - 8 + static_cast<int64_t>(bits_needed_); }
     uint32_t value_high() const { return value_ >> 7; }
     std::size_t bytes_read() const { return pos_; }
+    std::size_t size() const { return size_; }
     bool overrun() const { return pos_ > size_; }
     // The byte holding the stop bit: the terminating bin is followed by a 1 bit and zero bits to the byte end.
     bool stop_pattern_ok() const {
@@ -257,6 +258,9 @@ public:
         if (dec_.overrun()) throw BitstreamError("NNR payload ends early (truncated)");
         if (!dec_.stop_pattern_ok()) throw BitstreamError("NNR payload: no stop bit after the terminating bin");
         result.bytes_read = dec_.bytes_read();
+        if (result.bytes_read != dec_.size())
+            throw BitstreamError("NNR payload has " + std::to_string(dec_.size() - result.bytes_read) +
+                                 " bytes after its terminating bin (nnr_unit_size does not match the coded data)");
         return result;
     }
 

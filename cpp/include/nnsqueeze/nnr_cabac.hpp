@@ -46,7 +46,8 @@ struct TensorResult {
 
 // Decodes rows * cols levels into `levels` (zero-initialised by the callee), in row-major order of the
 // tensor.  For dependent quantization the levels are reconstruction indices (the step multiples).
-// Throws BitstreamError for a malformed or truncated payload and std::invalid_argument for syntax
+// Throws BitstreamError for a malformed or truncated payload (or one with bytes after its end) and
+// std::invalid_argument for syntax
 // values outside what the decoder supports.
 TensorResult decode_tensor(const uint8_t* data, std::size_t size, const TensorSyntax& syntax, int32_t* levels);
 

@@ -149,9 +149,11 @@ def decode(data: bytes, *, max_elements: int | None = None) -> dict[str, np.ndar
     """The tensors of an NNR bitstream, by name, as NNCodec 2.1.3 decodes them (float32; int32 for
     integer payloads).
 
+    >>> import numpy as np
     >>> from nnsqueeze import nnr
-    >>> sorted(nnr.decode(open("tests/golden/nnr/urq_qp-28.nnc", "rb").read()))[:2]
-    ['conv.bias', 'conv.weight']
+    >>> stream = nnr.encode({"w": np.eye(3, dtype=np.float32), "n": np.arange(4, dtype=np.int32)})
+    >>> sorted(nnr.decode(stream).items())[0]
+    ('n', array([0, 1, 2, 3], dtype=int32))
     """
     return read(data, max_elements=max_elements)[0]
 
@@ -189,7 +191,7 @@ def _decode_tensor(
     )
     codebook = header.codebook
     try:
-        qp_offset, used, row_skipping, skipped_rows, tuned = _core.nnr_decode_tensor(
+        qp_offset, _, row_skipping, skipped_rows, tuned = _core.nnr_decode_tensor(
             payload,
             rows,
             cols,
@@ -212,12 +214,6 @@ def _decode_tensor(
     except ValueError as exc:
         msg = f"{where}: {exc}"
         raise NnrUnsupportedError(msg) from None
-    if used != len(payload):
-        msg = (
-            f"{where}: payload has {len(payload) - used} bytes after its terminating bin "
-            "(nnr_unit_size does not match the coded data)"
-        )
-        raise NnrError(msg)
     qp = step = None
     values: np.ndarray
     if is_float:
