@@ -40,6 +40,7 @@ import numpy as np
 from nnsqueeze import nnr, zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_codec import yes
 from bench_memory import git_revision, machine_note
 
 HERE = Path(__file__).resolve().parent
@@ -180,10 +181,6 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['nncodec_encode_s']:.2f} / {r['ours_encode_s']:.2f} |"
         )
     return "\n".join(lines)
-
-
-def yes(ok: bool) -> str:
-    return "yes" if ok else "**no**"
 
 
 def targets(rows: list[dict[str, Any]]) -> str:
