@@ -5,8 +5,9 @@ state dict as npz, has NNCodec encode it over the grid of ``make_nnr_corpus.benc
 QP -20, -24, -28, -32, -38, param_opt on and off; NNCodec's other settings are its API defaults for dicts,
 as in ``make_nnr_corpus.SHARED``: 1-D tensors at QP -75, row skipping on, scan_order 0) and decode each
 stream ``--repeat`` times (NNCodec's own venv; its in-process ``nnc.decompress`` time, median).  Then it
-decodes every stream here with ``nnsqueeze.nnr.decode`` (median of ``--repeat``, all warm, one thread: the
-NNR decoder is single-threaded), and checks every tensor's SHA-256 against NNCodec's decode.
+decodes every stream here with ``nnsqueeze.nnr.decode`` (medians of ``--repeat`` rounds, all warm, on one
+thread, the speed-up's basis, and on all threads, which decode data units in parallel), and checks every
+tensor's SHA-256 against NNCodec's decode.
 
 Then the other direction: nnsqueeze's ``nnr.encode`` codes the same model with the same settings (QP,
 quantizer, estimator choice on or off; 1-D tensors at QP -75) and NNCodec decodes each of those streams; its
@@ -27,6 +28,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -74,14 +76,16 @@ def nncodec_streams(
     return out, json.loads((out / "manifest.json").read_text())["streams"]
 
 
-def ours(data: bytes, repeat: int) -> tuple[dict[str, np.ndarray], float]:
-    tensors = nnr.decode(data)  # warm-up
-    times = []
+def ours(data: bytes, repeat: int) -> tuple[dict[str, np.ndarray], float, float]:
+    """The decode and its median times on one thread and on all threads (alternating rounds)."""
+    tensors = nnr.decode(data, threads=1)  # warm-up
+    one, every = [], []
     for _ in range(repeat):
-        started = time.perf_counter()
-        nnr.decode(data)
-        times.append(time.perf_counter() - started)
-    return tensors, statistics.median(times)
+        for threads, times in ((1, one), (os.cpu_count() or 1, every)):
+            started = time.perf_counter()
+            nnr.decode(data, threads=threads)
+            times.append(time.perf_counter() - started)
+    return tensors, statistics.median(one), statistics.median(every)
 
 
 def bit_exact(tensors: dict[str, np.ndarray], expected: dict[str, Any]) -> bool:
@@ -122,7 +126,7 @@ def run_model(name: str, repeat: int, tmp: Path) -> list[dict[str, Any]]:
     rows = []
     for entry in streams:
         data = (folder / entry["stream"]).read_bytes()
-        decoded, seconds = ours(data, repeat)
+        decoded, seconds, all_threads_s = ours(data, repeat)
         s = entry["settings"]
         started = time.perf_counter()
         own = nnr.encode(tensors, qp=s["qp"], dependent=s["use_dq"], choose_estimators=s["param_opt"])
@@ -139,6 +143,7 @@ def run_model(name: str, repeat: int, tmp: Path) -> list[dict[str, Any]]:
                 "raw_bytes": raw,
                 "nncodec_s": entry["decode_s"],
                 "ours_s": seconds,
+                "ours_all_threads_s": all_threads_s,
                 "nncodec_encode_s": entry["encode_s"],
                 "ours_encode_s": encode_s,
                 "bit_exact": bit_exact(decoded, entry["tensors"]),
@@ -166,8 +171,8 @@ def run_model(name: str, repeat: int, tmp: Path) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| model | QP | quantizer | param_opt | NNCodec bytes | → nnsqueeze bit-exact | NNCodec dec MB/s "
-        "| nnsqueeze dec MB/s | dec speed-up | nnsqueeze `--format nnr` bytes | ÷ NNCodec | → NNCodec "
-        "bit-exact | fidelity NNCodec / nnsqueeze | enc s NNCodec / nnsqueeze |",
+        "| nnsqueeze dec MB/s (all threads) | dec speed-up | nnsqueeze `--format nnr` bytes | ÷ NNCodec "
+        "| → NNCodec bit-exact | fidelity NNCodec / nnsqueeze | enc s NNCodec / nnsqueeze |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -175,7 +180,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['model']} | {r['qp']} | {'DQ' if r['dq'] else 'URQ'} | "
             f"{'on' if r['param_opt'] else 'off'} | {r['bytes']:,} | {yes(r['bit_exact'])} | "
             f"{r['raw_bytes'] / r['nncodec_s'] / MB:.1f} | "
-            f"{r['raw_bytes'] / r['ours_s'] / MB:.1f} | {r['nncodec_s'] / r['ours_s']:.2f}× | "
+            f"{r['raw_bytes'] / r['ours_s'] / MB:.1f} "
+            f"({r['raw_bytes'] / r['ours_all_threads_s'] / MB:.1f}) | "
+            f"{r['nncodec_s'] / r['ours_s']:.2f}× | "
             f"{r['ours_bytes']:,} | {r['ours_bytes'] / r['bytes']:.4f} | {yes(r['reverse_bit_exact'])} | "
             f"{r['fidelity']:.4f} / {r['ours_fidelity']:.4f} | "
             f"{r['nncodec_encode_s']:.2f} / {r['ours_encode_s']:.2f} |"
@@ -237,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{started.isoformat(timespec='seconds')}, took {elapsed / 60:.1f} min.",
             "",
             f"Machine: {note}. Decode times: whole stream in memory to float32 arrays, medians of "
-            f"{args.repeat} warm runs, one thread; NNCodec's are its in-process `nnc.decompress` times in "
+            f"{args.repeat} warm rounds, on one thread (the speed-ups) and in parentheses on all "
+            f"{os.cpu_count()} threads; NNCodec's are its in-process `nnc.decompress` times in "
             "its own venv. MB/s of the decoded float32 bytes.",
             "",
             "## Targets of issue 16",

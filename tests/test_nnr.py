@@ -370,3 +370,12 @@ def test_cli_compresses_to_nnr(tmp_path: Path) -> None:
     refused = _cli("compress", str(src), "--format", "nnr", "--lossless")
     assert refused.returncode == 2
     assert "--lossless" in refused.stderr
+
+
+def test_thread_count_never_changes_the_decode() -> None:
+    data = _stream("dq_qp-32_scan4.nnc")
+    one = nnr.decode(data, threads=1)
+    two = nnr.decode(data, threads=2)
+    assert list(one) == list(two)
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name])

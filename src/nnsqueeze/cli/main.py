@@ -255,7 +255,7 @@ def _decompress_nnr(args: argparse.Namespace, src: Path, out: Path) -> int:
     started = time.perf_counter()
     data = src.read_bytes()
     bar = Progress(0, "decode NNR")
-    tensors, _ = nnr.read(data, progress=bar.step)
+    tensors, _ = nnr.read(data, progress=bar.step, threads=args.threads)
     bar.close()
     write_checkpoint(out, (NamedTensor(k, v, dtype_name_of(v)) for k, v in tensors.items()))
     print(f"{src} (NNR) -> {out} ({len(tensors)} tensors, {time.perf_counter() - started:.2f} s)")

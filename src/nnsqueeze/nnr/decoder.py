@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from nnsqueeze import _core
+from nnsqueeze.coding.parallel import ordered_map
 from nnsqueeze.errors import NnrError, NnrUnsupportedError
 from nnsqueeze.nnr import syntax
 from nnsqueeze.nnr.syntax import DataUnitHeader, ParameterSet, PayloadType, UnitType
@@ -16,6 +18,7 @@ from nnsqueeze.nnr.syntax import DataUnitHeader, ParameterSet, PayloadType, Unit
 # caller raises the limit: a crafted unit of a few bytes can claim an all-zero tensor of any size.
 BASE_ELEMENT_LIMIT = 1 << 24
 BYTES_ELEMENT_RATIO = 1024
+PARALLEL_MIN_ELEMENTS = 1 << 20
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)
 
@@ -64,8 +67,13 @@ def read(
     *,
     max_elements: int | None = None,
     progress: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> tuple[dict[str, np.ndarray], StreamInfo]:
     """Decodes every tensor of an NNR bitstream; returns them with a description of the stream.
+
+    Every unit header is read first; then the data units' payloads, independent arithmetic-coded
+    streams, are decoded on ``threads`` threads (default: all cores for streams of at least
+    :data:`PARALLEL_MIN_ELEMENTS` elements, else one), in stream order.
 
     Raises :class:`~nnsqueeze.errors.NnrError` for malformed streams and
     :class:`~nnsqueeze.errors.NnrUnsupportedError` for tools nnsqueeze does not decode."""
@@ -74,8 +82,8 @@ def read(
     if not looks_like_nnr(data):
         msg = "not an NNR bitstream (it does not start with an NNR start unit)"
         raise NnrError(msg)
-    tensors: dict[str, np.ndarray] = {}
-    infos: list[TensorInfo] = []
+    jobs: list[tuple[syntax.UnitHeader, DataUnitHeader, ParameterSet]] = []
+    seen: set[str] = set()
     units: list[tuple[str, int]] = []
     profile: int | None = None
     model: ParameterSet | None = None
@@ -119,9 +127,10 @@ def read(
                 raise NnrError(msg)
             parameters = layer if layer is not None else model
             header = syntax.read_data_unit_header(data, unit, profile, parameters, names)
-            if header.name in tensors:
+            if header.name in seen:
                 msg = f"NNR data unit {header.name!r} appears twice"
                 raise NnrError(msg)
+            seen.add(header.name)
             count = int(np.prod(header.shape, dtype=object))
             elements += count
             if elements > limit:
@@ -130,11 +139,7 @@ def read(
                     f"({elements:,} so far); pass max_elements to allow more"
                 )
                 raise NnrError(msg)
-            tensor, info = _decode_tensor(data, unit, header, profile, parameters)
-            tensors[header.name] = tensor
-            infos.append(info)
-            if progress is not None:
-                progress(header.name)
+            jobs.append((unit, header, parameters))
         else:
             msg = f"NNR unit at byte {offset}: {kind} units are not supported"
             raise NnrUnsupportedError(msg)
@@ -142,10 +147,32 @@ def read(
     if profile is None:
         msg = "empty NNR bitstream"
         raise NnrError(msg)
+    stream_profile = profile
+
+    def decode_unit(
+        job: tuple[syntax.UnitHeader, DataUnitHeader, ParameterSet],
+    ) -> tuple[np.ndarray, TensorInfo]:
+        unit, header, parameters = job
+        return _decode_tensor(data, unit, header, stream_profile, parameters)
+
+    def cost(job: tuple[syntax.UnitHeader, DataUnitHeader, ParameterSet]) -> int:
+        return 4 * int(np.prod(job[1].shape, dtype=object))
+
+    tensors: dict[str, np.ndarray] = {}
+    infos: list[TensorInfo] = []
+    # By default small streams stay on one thread: starting a pool costs more than it saves there.
+    default_workers = (os.cpu_count() or 1) if elements >= PARALLEL_MIN_ELEMENTS else 1
+    for tensor, info in ordered_map(decode_unit, jobs, threads or default_workers, cost):
+        tensors[info.name] = tensor
+        infos.append(info)
+        if progress is not None:
+            progress(info.name)
     return tensors, StreamInfo(profile, units, infos)
 
 
-def decode(data: bytes, *, max_elements: int | None = None) -> dict[str, np.ndarray]:
+def decode(
+    data: bytes, *, max_elements: int | None = None, threads: int | None = None
+) -> dict[str, np.ndarray]:
     """The tensors of an NNR bitstream, by name, as NNCodec 2.1.3 decodes them (float32; int32 for
     integer payloads).
 
@@ -155,7 +182,7 @@ def decode(data: bytes, *, max_elements: int | None = None) -> dict[str, np.ndar
     >>> sorted(nnr.decode(stream).items())[0]
     ('n', array([0, 1, 2, 3], dtype=int32))
     """
-    return read(data, max_elements=max_elements)[0]
+    return read(data, max_elements=max_elements, threads=threads)[0]
 
 
 def _decode_tensor(
