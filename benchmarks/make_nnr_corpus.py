@@ -110,6 +110,56 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: np.array(data[k], dtype=np.float32) for k in data.files}
 
 
+def update_chains(nnc: Any, out: Path) -> list[dict[str, Any]]:
+    """Chains of incremental updates with temporal context adaptation, as NNCodec's federated path
+    codes them (``compress_differences``, ``tca``, ``approx_param_base`` updated after each): three
+    updates of a small model per quantizer; the second and third are coded against the previous one."""
+    from nncodec_runner import new_update_state
+
+    rng = np.random.default_rng(1207)
+    entries = []
+    for chain, use_dq in (("tca_urq", False), ("tca_dq", True)):
+        enc_state, dec_state = new_update_state(), new_update_state()
+        for step in range(3):
+            update = {
+                "fc.weight": rng.laplace(0, 0.01, (16, 24)).astype(np.float32),
+                "conv.weight": rng.laplace(0, 0.005, (8, 2, 3, 3)).astype(np.float32),
+                "fc.bias": rng.normal(0, 0.001, 16).astype(np.float32),
+            }
+            update["fc.weight"][[2, 9]] = 0.0
+            settings = {**SHARED, "qp": -32, "use_dq": use_dq, "tca": True, "compress_differences": True}
+            with (
+                tempfile.TemporaryDirectory() as tmp,
+                contextlib.chdir(tmp),
+                contextlib.redirect_stdout(sys.stderr),
+            ):
+                stream = nnc.compress(
+                    update,
+                    bitstream_path=None,
+                    return_bitstream=True,
+                    verbose=False,
+                    approx_param_base=enc_state,
+                    update_base_param=True,
+                    **settings,
+                )
+                decoded = nnc.decompress(
+                    bytearray(stream), approx_param_base=dec_state, update_base_param=True, verbose=False
+                )
+            name = f"{chain}_{step}.nnc"
+            (out / name).write_bytes(bytes(stream))
+            entries.append(
+                {
+                    "stream": name,
+                    "bytes": len(stream),
+                    "settings": settings,
+                    "chain": chain,
+                    "tensors": hashes(decoded),
+                }
+            )
+            print(f"{name}: {len(stream)} bytes (update {step} of chain {chain})")
+    return entries
+
+
 def hashes(decoded: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Shape, dtype and SHA-256 of each decoded tensor: floats as float32 (NNCodec returns codebook
     tensors as float64), integers as they are."""
@@ -192,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
             entry["encode_s"] = encode_s
         entries.append(entry)
         print(f"{name}: {len(stream)} bytes, {len(tensors)} tensors")
+    if args.input is None and not args.bench:
+        entries += update_chains(nnc, args.out)
     # One line per stream keeps the file small and its diffs readable.
     version = json.dumps(importlib.metadata.version("nncodec"))
     lines = ",\n".join(json.dumps(entry) for entry in entries)

@@ -15,13 +15,17 @@ from hypothesis import strategies as st
 
 from nnsqueeze import _core, nnr
 from nnsqueeze.errors import ConfigError, NnrError, NnrUnsupportedError, TensorError
-from nnsqueeze.nnr import syntax
+from nnsqueeze.nnr import UpdateChain, syntax
 
 from . import nnr_reference as ref
 
 CORPUS = Path(__file__).parent / "golden" / "nnr"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
-STREAMS = {e["stream"]: e for e in MANIFEST["streams"]}
+STREAMS = {e["stream"]: e for e in MANIFEST["streams"] if "chain" not in e}
+CHAINS: dict[str, list[dict[str, object]]] = {}
+for _entry in MANIFEST["streams"]:
+    if "chain" in _entry:
+        CHAINS.setdefault(_entry["chain"], []).append(_entry)
 
 
 def _stream(name: str) -> bytes:
@@ -30,8 +34,28 @@ def _stream(name: str) -> bytes:
 
 @pytest.mark.parametrize("name", sorted(STREAMS))
 def test_corpus_decodes_to_nncodecs_values(name: str) -> None:
-    tensors = nnr.decode(_stream(name))
-    expected = STREAMS[name]["tensors"]
+    _check_hashes(nnr.decode(_stream(name)), STREAMS[name]["tensors"])
+
+
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+def test_update_chains_with_temporal_contexts_decode_to_nncodecs_values(chain: str) -> None:
+    updates = UpdateChain()
+    for entry in CHAINS[chain]:
+        tensors, info = nnr.read(_stream(str(entry["stream"])), chain=updates)
+        _check_hashes(tensors, entry["tensors"])  # type: ignore[arg-type]
+    assert all(t.temporal_context for t in info.tensors)  # the last update is coded against the one before
+
+
+def test_an_update_with_temporal_contexts_needs_its_chain() -> None:
+    first, second = (str(e["stream"]) for e in CHAINS["tca_dq"][:2])
+    with pytest.raises(NnrError, match="UpdateChain"):
+        nnr.decode(_stream(second))
+    updates = UpdateChain()
+    nnr.read(_stream(first), chain=updates)
+    nnr.read(_stream(second), chain=updates)
+
+
+def _check_hashes(tensors: dict[str, np.ndarray], expected: dict[str, dict[str, object]]) -> None:
     assert sorted(tensors) == sorted(expected)
     for tensor_name, want in expected.items():
         values = np.ascontiguousarray(tensors[tensor_name])

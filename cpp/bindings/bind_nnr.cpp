@@ -1,10 +1,12 @@
 // Bindings of the MPEG NNR payload decoder: conversion and forwarding only.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstdint>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -26,7 +28,8 @@ void bind_nnr(nb::module_& m) {
         [](Bytes payload, std::size_t rows, std::size_t cols, int qp_offset_bits, bool dependent, int scan_order,
            int profile, bool parent_node_id_present, uint32_t codebook_size, uint32_t codebook_zero_offset,
            uint32_t unary_length, std::vector<uint64_t> entry_point_offsets,
-           std::vector<uint32_t> entry_point_values, std::vector<uint32_t> entry_point_states, LevelsOut out) {
+           std::vector<uint32_t> entry_point_values, std::vector<uint32_t> entry_point_states, LevelsOut out,
+           std::optional<Levels> previous_update) {
             const bool match = cols == 0 ? out.shape(0) == 0 : out.shape(0) % cols == 0 && out.shape(0) / cols == rows;
             if (!match) throw std::invalid_argument("rows * cols does not match the output size");
             if (entry_point_values.size() != entry_point_offsets.size() ||
@@ -46,6 +49,11 @@ void bind_nnr(nb::module_& m) {
             syntax.entry_point_offsets = std::move(entry_point_offsets);
             syntax.entry_point_values = std::move(entry_point_values);
             syntax.entry_point_states = std::move(entry_point_states);
+            if (previous_update) {
+                if (previous_update->shape(0) != out.shape(0))
+                    throw std::invalid_argument("the previous update's levels differ in size from the tensor");
+                syntax.previous_update = previous_update->data();
+            }
             nnsqueeze::nnr::TensorResult result;
             {
                 nb::gil_scoped_release release;
@@ -56,7 +64,8 @@ void bind_nnr(nb::module_& m) {
         },
         "payload"_a.noconvert(), "rows"_a, "cols"_a, "qp_offset_bits"_a, "dependent"_a, "scan_order"_a, "profile"_a,
         "parent_node_id_present"_a, "codebook_size"_a, "codebook_zero_offset"_a, "unary_length"_a,
-        "entry_point_offsets"_a, "entry_point_values"_a, "entry_point_states"_a, "out"_a.noconvert());
+        "entry_point_offsets"_a, "entry_point_values"_a, "entry_point_states"_a, "out"_a.noconvert(),
+        "previous_update"_a.noconvert() = nb::none());
     m.def(
         "nnr_encode_tensor",
         [](Levels levels, std::size_t rows, std::size_t cols, int qp_offset_bits, int32_t qp_offset, bool dependent,

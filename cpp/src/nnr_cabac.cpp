@@ -208,6 +208,7 @@ private:
 struct ContextLayout {
     int n;
     static constexpr int kSig = 0;         // 3 per quantizer state (24)
+    static constexpr int kTemporalSig = 24;  // with temporal context adaptation: 2 per state (16)
     static constexpr int kSign = 48;       // by the neighbour's sign class (3)
     static constexpr int kGreater = 53;    // 2 per flag: current level positive / negative
     int remainder() const { return kGreater + 4 * n; }  // Exp-Golomb prefix bins (32)
@@ -277,12 +278,21 @@ private:
     }
 
     void read_estimator_choices() {
+        const bool temporal = s_.previous_update != nullptr;
         const int sig_contexts = s_.dependent ? 24 : 3;
         for (int i = 0; i < sig_contexts; ++i) choose(ContextLayout::kSig + i, s_.codebook_size != 1);
+        if (temporal) {  // two per quantizer state: the previous update's level is +-1, or larger
+            for (int i = 0; i < (s_.dependent ? 16 : 2); ++i) choose(ContextLayout::kTemporalSig + i, s_.codebook_size != 1);
+        }
         const bool sign_inferred = s_.codebook_size > 0 && (s_.codebook_zero_offset == 0 ||
                                                             s_.codebook_zero_offset == s_.codebook_size - 1);
-        for (int i = 0; i < 3; ++i) choose(ContextLayout::kSign + i, !sign_inferred && s_.codebook_size != 1);
+        for (int i = 0; i < (temporal ? 5 : 3); ++i)
+            choose(ContextLayout::kSign + i, !sign_inferred && s_.codebook_size != 1);
         for (int a = 0; a < 2 * layout_.n; ++a) choose(ContextLayout::kGreater + a, max_abs_ == -1 || a < 2 * max_abs_);
+        if (temporal) {
+            for (int a = 2 * layout_.n; a < 4 * layout_.n; ++a)
+                choose(ContextLayout::kGreater + a, max_abs_ == -1 || a < 2 * (max_abs_ - 1) + 2 * layout_.n);
+        }
         int64_t level = layout_.n - 1;
         for (int a = 0; a < 31; ++a) {
             level += int64_t{1} << a;
@@ -343,7 +353,8 @@ private:
                         continue;
                     }
                     int32_t* row = levels + y * cols;
-                    for (std::size_t x = x0; x < x1; ++x) row[x] = level();
+                    for (std::size_t x = x0; x < x1; ++x)
+                        row[x] = level(s_.previous_update ? s_.previous_update[y * cols + x] : 0);
                 }
             }
             if (dec_.overrun()) throw BitstreamError("NNR payload ends early (truncated)");
@@ -351,8 +362,8 @@ private:
     }
 
     // One level at the current position: the coded value, then its reconstruction index.
-    int32_t level() {
-        const int32_t k = coded_value();
+    int32_t level(int32_t base) {
+        const int32_t k = coded_value(base);
         previous_ = k;
         if (!s_.dependent) return k;
         int32_t q = k;
@@ -365,16 +376,22 @@ private:
         return q;
     }
 
-    int32_t coded_value() {
+    // `base`: the previous update's level here (0 without temporal context adaptation).  Where it is
+    // not zero it selects the contexts instead of the neighbour.
+    int32_t coded_value(int32_t base) {
         if (s_.profile == 1 && s_.codebook_size == 1) return 0;
         const int nb = neighbour_class(previous_);
-        if (!dec_.bin(ctx_[ContextLayout::kSig + 3 * state_ + nb])) return 0;
+        const int64_t base_abs = base < 0 ? -int64_t{base} : base;
+        const int sig = base_abs > 0 ? ContextLayout::kTemporalSig + 2 * state_ + (base_abs > 1 ? 1 : 0)
+                                     : ContextLayout::kSig + 3 * state_ + nb;
+        if (!dec_.bin(ctx_[sig])) return 0;
         bool negative;
         if (s_.profile == 1 && s_.codebook_size > 0 &&
             (s_.codebook_zero_offset == 0 || s_.codebook_zero_offset == s_.codebook_size - 1)) {
             negative = s_.codebook_zero_offset != 0;
         } else {
-            negative = dec_.bin(ctx_[ContextLayout::kSign + nb]) != 0;
+            const int sign = base_abs > 0 ? ContextLayout::kSign + 3 + (base < 0 ? 0 : 1) : ContextLayout::kSign + nb;
+            negative = dec_.bin(ctx_[sign]) != 0;
         }
         int64_t magnitude = 1;
         const int64_t max_abs = (s_.profile == 1 && s_.codebook_size > 0)
@@ -387,7 +404,9 @@ private:
             int j = -1;
             do {
                 ++j;
-                greater = dec_.bin(ctx_[ContextLayout::kGreater + 2 * j + (negative ? 1 : 0)]);
+                const int flag = base_abs > 0 ? ContextLayout::kGreater + 2 * layout_.n + 2 * j + (base_abs >= j ? 0 : 1)
+                                              : ContextLayout::kGreater + 2 * j + (negative ? 1 : 0);
+                greater = dec_.bin(ctx_[flag]);
                 magnitude += greater;
             } while (greater && j < layout_.n - 1 && (!bounded || max_abs > magnitude));
             if (greater && (!bounded || max_abs > magnitude)) {

@@ -29,6 +29,9 @@ struct TensorSyntax {
     uint32_t codebook_size = 0;  // 0: no codebook
     uint32_t codebook_zero_offset = 0;
     uint32_t unary_length = 11;  // cabac_unary_length_minus1 + 1: number of "greater than x" flags
+    // Temporal context adaptation: the co-located levels of the tensor's previous update (rows * cols,
+    // as this decoder returned them), which select the contexts of each level; null without.
+    const int32_t* previous_update = nullptr;
     // Entry points of block rows 1.., as signalled (bit offset relative to the previous block row,
     // the arithmetic decoder's value register >> 7, the dependent-quantization state).
     std::vector<uint64_t> entry_point_offsets;

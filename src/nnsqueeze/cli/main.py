@@ -249,13 +249,18 @@ def _decompress_nnr(args: argparse.Namespace, src: Path, out: Path) -> int:
     from nnsqueeze.dtypes import dtype_name_of
     from nnsqueeze.io import write_checkpoint
 
-    if args.base:
-        msg = "--base: NNR incremental updates (temporal context adaptation) are not supported"
-        raise ConfigError(msg)
     started = time.perf_counter()
+    # --base: the earlier NNR updates of a chain, in order; each later update's temporal contexts
+    # refer to the levels of the one before.
+    chain = nnr.UpdateChain()
+    for base in args.base or []:
+        if not _is_nnr(Path(base)):
+            msg = f"--base {base}: an NNR update is decoded after the earlier NNR updates of its chain"
+            raise ConfigError(msg)
+        nnr.read(Path(base).read_bytes(), chain=chain, threads=args.threads)
     data = src.read_bytes()
     bar = Progress(0, "decode NNR")
-    tensors, _ = nnr.read(data, progress=bar.step, threads=args.threads)
+    tensors, _ = nnr.read(data, progress=bar.step, threads=args.threads, chain=chain)
     bar.close()
     write_checkpoint(out, (NamedTensor(k, v, dtype_name_of(v)) for k, v in tensors.items()))
     print(f"{src} (NNR) -> {out} ({len(tensors)} tensors, {time.perf_counter() - started:.2f} s)")

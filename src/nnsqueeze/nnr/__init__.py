@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from nnsqueeze.nnr.decoder import StreamInfo, TensorInfo, decode, looks_like_nnr, read, step_of
+from nnsqueeze.nnr.decoder import StreamInfo, TensorInfo, UpdateChain, decode, looks_like_nnr, read, step_of
 from nnsqueeze.nnr.encoder import encode
 
-__all__ = ["StreamInfo", "TensorInfo", "decode", "encode", "looks_like_nnr", "read", "step_of"]
+__all__ = ["StreamInfo", "TensorInfo", "UpdateChain", "decode", "encode", "looks_like_nnr", "read", "step_of"]

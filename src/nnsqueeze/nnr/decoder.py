@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,15 @@ class TensorInfo:
     skipped_rows: int
     tuned_contexts: int
     unit_bytes: int
+    temporal_context: bool = False  # coded against the tensor's previous update
+
+
+@dataclass
+class UpdateChain:
+    """The levels of each tensor's latest decoded update, which the next update of a chain with
+    temporal context adaptation is decoded against (NNCodec's ``approx_param_base``)."""
+
+    levels: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,18 @@ def read(
     max_elements: int | None = None,
     progress: Callable[[str], None] | None = None,
     threads: int | None = None,
+    chain: UpdateChain | None = None,
 ) -> tuple[dict[str, np.ndarray], StreamInfo]:
     """Decodes every tensor of an NNR bitstream; returns them with a description of the stream.
 
     Every unit header is read first; then the data units' payloads, independent arithmetic-coded
     streams, are decoded on ``threads`` threads (default: all cores for streams of at least
     :data:`PARALLEL_MIN_ELEMENTS` elements, else one), in stream order.
+
+    ``chain`` carries the levels of earlier updates of the same tensors: an incremental update coded
+    with temporal context adaptation decodes against the previous update of each tensor, so decode the
+    updates of a chain in order with one :class:`UpdateChain`.  Like NNCodec, an update decodes to the
+    coded differences: add them to the model they update.
 
     Raises :class:`~nnsqueeze.errors.NnrError` for malformed streams and
     :class:`~nnsqueeze.errors.NnrUnsupportedError` for tools nnsqueeze does not decode."""
@@ -151,9 +166,13 @@ def read(
 
     def decode_unit(
         job: tuple[syntax.UnitHeader, DataUnitHeader, ParameterSet],
-    ) -> tuple[np.ndarray, TensorInfo]:
+    ) -> tuple[np.ndarray, TensorInfo, np.ndarray | None]:
         unit, header, parameters = job
-        return _decode_tensor(data, unit, header, stream_profile, parameters)
+        previous = chain.levels.get(header.name) if chain is not None else None
+        if previous is not None and previous.size != int(np.prod(header.shape, dtype=object)):
+            msg = f"NNR data unit {header.name!r}: its previous update in the chain has another shape"
+            raise NnrError(msg)
+        return _decode_tensor(data, unit, header, stream_profile, parameters, previous)
 
     def cost(job: tuple[syntax.UnitHeader, DataUnitHeader, ParameterSet]) -> int:
         return 4 * int(np.prod(job[1].shape, dtype=object))
@@ -162,11 +181,16 @@ def read(
     infos: list[TensorInfo] = []
     # By default small streams stay on one thread: starting a pool costs more than it saves there.
     default_workers = (os.cpu_count() or 1) if elements >= PARALLEL_MIN_ELEMENTS else 1
-    for tensor, info in ordered_map(decode_unit, jobs, threads or default_workers, cost):
+    coded_levels: dict[str, np.ndarray] = {}
+    for tensor, info, levels in ordered_map(decode_unit, jobs, threads or default_workers, cost):
         tensors[info.name] = tensor
         infos.append(info)
+        if levels is not None:
+            coded_levels[info.name] = levels
         if progress is not None:
             progress(info.name)
+    if chain is not None:
+        chain.levels.update(coded_levels)
     return tensors, StreamInfo(profile, units, infos)
 
 
@@ -186,8 +210,14 @@ def decode(
 
 
 def _decode_tensor(
-    data: bytes, unit: syntax.UnitHeader, header: DataUnitHeader, profile: int, parameters: ParameterSet
-) -> tuple[np.ndarray, TensorInfo]:
+    data: bytes,
+    unit: syntax.UnitHeader,
+    header: DataUnitHeader,
+    profile: int,
+    parameters: ParameterSet,
+    previous: np.ndarray | None,
+) -> tuple[np.ndarray, TensorInfo, np.ndarray | None]:
+    """The tensor, its description and its levels (None for raw floats)."""
     where = f"NNR data unit {header.name!r}"
     end = unit.offset + unit.size
     shape = header.shape
@@ -200,10 +230,13 @@ def _decode_tensor(
         info = TensorInfo(
             header.name, shape, "raw float", None, None, None, False, 0, 0, False, 0, 0, unit.size
         )
-        return raw.reshape(shape), info
-    if header.temporal_context:
-        msg = f"{where}: temporal context adaptation (incremental updates) is not supported"
-        raise NnrUnsupportedError(msg)
+        return raw.reshape(shape), info, None
+    if header.temporal_context and previous is None:
+        msg = (
+            f"{where}: coded with temporal context adaptation against the previous update of this tensor; "
+            "decode the chain's earlier updates first (one nnr.UpdateChain; in the CLI, --base for each)"
+        )
+        raise NnrError(msg)
     if header.codebook is not None and header.dependent:
         msg = f"{where}: codebooks with dependent quantization are not supported"
         raise NnrUnsupportedError(msg)
@@ -234,6 +267,7 @@ def _decode_tensor(
             header.entry_point_values if blocks else [],
             header.entry_point_states if blocks else [],
             levels,
+            previous if header.temporal_context else None,
         )
     except _core.CoreBitstreamError as exc:
         msg = f"{where}: {exc}"
@@ -279,5 +313,6 @@ def _decode_tensor(
         int(skipped_rows),
         int(tuned),
         unit.size,
+        header.temporal_context,
     )
-    return values.reshape(shape), info
+    return values.reshape(shape), info, levels
