@@ -105,6 +105,25 @@ def bench_configs() -> dict[str, dict[str, Any]]:
     return grid
 
 
+RD_DENSITY = 4
+RD_NONWEIGHT_QP = -300  # at qp_density 4: NNCodec's default 1-D step (QP -75 at density 2), 1.25 * 2^-19
+
+
+def rd_configs(span: str) -> dict[str, dict[str, Any]]:
+    """URQ and DQ at every QP of ``LO:HI`` at qp_density 4, 1-D tensors at NNCodec's default step."""
+    lo, hi = (int(v) for v in span.split(":"))
+    return {
+        f"{'dq' if dq else 'urq'}_qp{qp}": {
+            "qp": qp,
+            "use_dq": dq,
+            "qp_density": RD_DENSITY,
+            "nonweight_qp": RD_NONWEIGHT_QP,
+        }
+        for qp in range(lo, hi + 1)
+        for dq in (False, True)
+    }
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: np.array(data[k], dtype=np.float32) for k in data.files}
@@ -200,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
         "--repeat", type=int, default=0, help="time NNCodec's decode, median of this many runs"
     )
     parser.add_argument("--decode", type=Path, help="decode the *.nnc files of this folder instead")
+    parser.add_argument(
+        "--rd", metavar="LO:HI", help="code every QP from LO to HI at qp_density 4, URQ and DQ (RD curves)"
+    )
     args = parser.parse_args(argv)
     install_torchvision_placeholder()
     import importlib.metadata
@@ -212,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model = generated_model() if args.input is None else load_npz(args.input)
     entries = []
-    for name, overrides in (bench_configs() if args.bench else CONFIGS).items():
+    configs = rd_configs(args.rd) if args.rd else bench_configs() if args.bench else CONFIGS
+    for name, overrides in configs.items():
         settings = {**SHARED, **overrides}
         with (
             tempfile.TemporaryDirectory() as tmp,

@@ -403,3 +403,30 @@ def test_thread_count_never_changes_the_decode() -> None:
     assert list(one) == list(two)
     for name in one:
         np.testing.assert_array_equal(one[name], two[name])
+
+
+def test_step_allocation_gives_each_weight_tensor_its_own_qp(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    model = {
+        "small.weight": rng.normal(0, 0.02, (8, 8)).astype(np.float32),
+        "large.weight": rng.normal(0, 0.2, (64, 64)).astype(np.float32),
+        "large.bias": rng.normal(0, 0.01, 64).astype(np.float32),
+    }
+    _, plain = nnr.read(nnr.encode(model, qp=-28))
+    _, allocated = nnr.read(nnr.encode(model, qp=-28, step_allocation=1.5))
+    assert {t.qp for t in plain.tensors if t.name.endswith("weight")} == {-28}
+    qps = {t.name: t.qp for t in allocated.tensors}
+    # finer where weights spread less and are fewer (the large tensor dominates the size-weighted mean)
+    assert qps["small.weight"] < qps["large.weight"]
+    assert qps["small.weight"] < -28
+    assert qps["large.bias"] == -75
+    with pytest.raises(ConfigError, match="strength"):
+        nnr.encode(model, step_allocation=3.0)
+    from safetensors.numpy import save_file
+
+    src = tmp_path / "m.safetensors"
+    save_file(model, str(src))
+    assert _cli("compress", str(src), "--format", "nnr", "--rdo").returncode == 0
+    refused = _cli("compress", str(src), "--format", "nnr", "--rdo", "0.1")
+    assert refused.returncode == 2
+    assert "lambda" in refused.stderr

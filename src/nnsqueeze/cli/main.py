@@ -94,13 +94,11 @@ NNR_REFUSED = (
     "step",
     "lossless",
     "lossless_1d",
-    "rdo",
     "trellis",
     "calibrate",
     "target_size",
     "target_bpp",
     "target_fidelity",
-    "step_allocation",
 )
 
 
@@ -129,8 +127,13 @@ def _compress_nnr(args: argparse.Namespace, src: Path) -> int:
         tensors[t.name] = (
             to_float32(t.array, t.dtype) if t.dtype in ("bfloat16", "float16", "float64") else t.array
         )
+    if args.rdo is not None and args.rdo != RDO_MODE:
+        msg = "--format nnr takes --rdo without a value (per-tensor QPs by step allocation), not a lambda"
+        raise ConfigError(msg)
     qp = DEFAULT_QP if args.qp is None else args.qp
-    stream = nnr.encode(tensors, qp=qp, dependent=args.nnr_quantizer == "dependent")
+    stream = nnr.encode(
+        tensors, qp=qp, dependent=args.nnr_quantizer == "dependent", step_allocation=_step_allocation(args)
+    )
     with atomic_write(out) as f:
         f.write(stream)
     print(
@@ -475,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="nnsq",
         help="nnr: write an MPEG NNR (ISO/IEC 15938-17) bitstream that NNCodec decodes, with the NNR "
         "QP (step (4 + qp mod 4) * 2^(qp div 4 - 2)) for tensors of >= 2 dimensions and QP -75 for 1-D "
-        "tensors; default suffix .nnc (docs/nnr.md)",
+        "tensors; with --rdo (or --step-allocation S) each weight tensor gets its own QP; default "
+        "suffix .nnc (docs/nnr.md)",
     )
     c.add_argument(
         "--nnr-quantizer",

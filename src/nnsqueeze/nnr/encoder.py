@@ -11,6 +11,7 @@ All-zero rows are skipped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -19,6 +20,7 @@ from nnsqueeze import _core
 from nnsqueeze.errors import ConfigError, TensorError
 from nnsqueeze.nnr.decoder import step_of
 from nnsqueeze.nnr.syntax import PayloadType, TopologyFormat, UnitType
+from nnsqueeze.quant.allocation import allocate_steps, check_strength, weight_statistics
 
 DEFAULT_QP = -28
 DEFAULT_QP_DENSITY = 2
@@ -134,6 +136,16 @@ def _data_unit_header(name: str, payload_type: PayloadType, dependent: bool, sha
     return w.to_bytes()
 
 
+def _nearest_qp(step: float, qp_density: int, lowest: int, highest: int) -> int:
+    """The QP whose step is nearest ``step`` in log scale, within [lowest, highest]."""
+    k = 1 << qp_density
+    guess = round(k * math.log2(step))
+    candidates = [q for q in range(guess - 2 * k, guess + 2 * k + 1) if lowest <= q <= highest] or [
+        min(max(guess, lowest), highest)
+    ]
+    return min(candidates, key=lambda q: abs(math.log(step_of(q, qp_density) / step)))
+
+
 def _levels(values: np.ndarray, step: float, dependent: bool, lambda_: float) -> np.ndarray:
     rows = values.shape[0] if values.ndim else 1
     cols = values.size // max(rows, 1) if values.size else 1
@@ -166,8 +178,13 @@ def encode(
     dependent: bool = True,
     lambda_: float = 0.0,
     choose_estimators: bool = True,
+    step_allocation: float = 0.0,
 ) -> bytes:
     """An NNR bitstream of ``tensors`` (name -> float or integer array).
+
+    ``step_allocation`` > 0 gives each weight tensor its own QP (NNR signals one per tensor): the
+    data-free allocation of :func:`nnsqueeze.quant.allocation.allocate_steps` at that strength,
+    rounded to the nearest QP at ``qp_density``.
 
     >>> import numpy as np
     >>> from nnsqueeze import nnr
@@ -187,6 +204,16 @@ def encode(
                 f"{which} {value} is outside what NNR signals relative to qp {qp} at qp_density {qp_density}"
             )
             raise ConfigError(msg)
+    check_strength(step_allocation)
+    weights = {
+        name: np.asarray(a, dtype=np.float32)
+        for name, a in tensors.items()
+        if np.asarray(a).dtype.kind == "f" and np.asarray(a).ndim > 1
+    }
+    allocated = allocate_steps(weight_statistics(weights.items()), step_of(qp, qp_density), step_allocation)
+    qps = {
+        name: _nearest_qp(step, qp_density, qp - half + 1, qp + half - 1) for name, step in allocated.items()
+    }
     units = [
         _unit(UnitType.STR, bytes([1])),
         _unit(UnitType.MPS, _model_parameter_set(qp_density, qp)),
@@ -207,7 +234,7 @@ def encode(
                 flat.astype(np.int32), rows, cols, 0, 0, False, UNARY_LENGTH, choose_estimators
             )
         elif values.dtype.kind == "f":
-            tensor_qp = qp if values.ndim > 1 else nonweight_qp
+            tensor_qp = qps.get(name, qp) if values.ndim > 1 else nonweight_qp
             step = step_of(tensor_qp, qp_density)
             levels = _levels(values.reshape(shape), step, dependent, lambda_)
             header = _data_unit_header(name, PayloadType.FLOAT, dependent, shape)
