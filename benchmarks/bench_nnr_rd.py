@@ -44,6 +44,11 @@ DENSITY = 4
 NONWEIGHT_QP = -300  # = make_nnr_corpus.RD_NONWEIGHT_QP
 
 
+def shaped(decoded: dict[str, np.ndarray], like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Decoded tensors in the model's shapes (NNR has no 0-d tensors: scalars come back as (1,))."""
+    return {k: v.reshape(like[k].shape) for k, v in decoded.items()}
+
+
 def curves(name: str, tmp: Path) -> tuple[dict[str, list[Point]], float]:
     task = zoo.load(name, seed=0)
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in task.state_dict().items()}
@@ -70,7 +75,7 @@ def curves(name: str, tmp: Path) -> tuple[dict[str, list[Point]], float]:
     for entry in json.loads((folder / "manifest.json").read_text())["streams"]:
         s = entry["settings"]
         label = f"NNCodec {'DQ' if s['use_dq'] else 'URQ'}"
-        decoded = nnr.decode((folder / entry["stream"]).read_bytes())
+        decoded = shaped(nnr.decode((folder / entry["stream"]).read_bytes()), tensors)
         out.setdefault(label, []).append(Point(s["qp"], 8 * entry["bytes"] / params, task.evaluate(decoded)))
     for qp in range(lo, hi + 1):
         for dependent in (False, True):
@@ -87,7 +92,7 @@ def curves(name: str, tmp: Path) -> tuple[dict[str, list[Point]], float]:
                     f", allocation {strength:g}" if strength else ""
                 )
                 out.setdefault(label, []).append(
-                    Point(qp, 8 * len(stream) / params, task.evaluate(nnr.decode(stream)))
+                    Point(qp, 8 * len(stream) / params, task.evaluate(shaped(nnr.decode(stream), tensors)))
                 )
         print(f"{name} QP {qp} done", flush=True)
     return out, task.reference("test")

@@ -126,7 +126,8 @@ def rd_configs(span: str) -> dict[str, dict[str, Any]]:
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
-        return {k: np.array(data[k], dtype=np.float32) for k in data.files}
+        # NNCodec 2.1.3 cannot code 0-d arrays (as nncodec_runner.py notes): scalars become shape (1,).
+        return {k: np.array(data[k], dtype=np.float32).reshape(data[k].shape or (1,)) for k in data.files}
 
 
 def update_chains(nnc: Any, out: Path) -> list[dict[str, Any]]:

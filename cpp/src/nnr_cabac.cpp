@@ -368,7 +368,8 @@ private:
         if (!s_.dependent) return k;
         int32_t q = k;
         if (k != 0) {
-            if (k > (int32_t{1} << 29) || k < -(int32_t{1} << 29))
+            // 2k + 1 must fit int32 (NNCodec clips its QP so that its levels do).
+            if (k > (int32_t{1} << 30) - 1 || k < -((int32_t{1} << 30) - 1))
                 throw BitstreamError("NNR payload: level out of range");
             q = 2 * k + (k < 0 ? (state_ & 1) : -(state_ & 1));
         }
