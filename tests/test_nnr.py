@@ -361,11 +361,22 @@ def test_encoded_streams_decode_within_the_step() -> None:
         assert next(t for t in info.tensors if t.name == "fc.weight").skipped_rows == 9
 
 
+def test_values_beyond_the_level_range_get_a_coarser_qp() -> None:
+    """As NNCodec clips its QPs: 1e9 at QP -28 would need levels near 2^37."""
+    w = {"w": np.array([[1e9, 1.0]], dtype=np.float32), "v": np.array([3e4, 1.0], dtype=np.float32)}
+    decoded, info = nnr.read(nnr.encode(w, qp=-28, dependent=False))
+    qps = {t.name: t.qp for t in info.tensors}
+    assert qps["w"] > -28
+    assert qps["v"] > -75
+    for name in w:
+        step = nnr.step_of(qps[name], 2)
+        assert np.abs(decoded[name] - w[name]).max() <= step / 2
+        assert np.abs(w[name]).max() / step < 2**29
+
+
 def test_encoder_refuses_what_nnr_cannot_carry() -> None:
     with pytest.raises(TensorError, match="finite"):
         nnr.encode({"w": np.array([[np.nan, 1.0]], dtype=np.float32)})
-    with pytest.raises(TensorError, match="2\\^29"):
-        nnr.encode({"w": np.array([[1e9, 1.0]], dtype=np.float32)}, dependent=False)
     with pytest.raises(ConfigError, match="outside what NNR signals"):
         nnr.encode({"w": np.ones((2, 2), dtype=np.float32)}, qp=-28, nonweight_qp=-400)
     with pytest.raises(TensorError, match="cannot be coded"):

@@ -3,8 +3,9 @@
 The stream is what NNCodec writes for a dict of tensors: a start unit (profile 1), a model parameter set
 (uniform quantization, ``qp_density``, the model QP), an unrecognised-topology unit, then one compressed
 data unit per tensor. Float tensors with two or more dimensions are coded at ``qp``. 1-D tensors and scalars
-are coded at ``nonweight_qp`` (NNCodec's default of -75 is near lossless). Integer tensors are coded exactly
-(``NNR_PT_INT``). Levels come from plain rounding or from an 8-state dependent-quantization trellis (the
+are coded at ``nonweight_qp`` (NNCodec's default of -75 is near lossless). A tensor whose values would need
+levels beyond 2^29 at its QP gets the finest QP that avoids that, as NNCodec clips its QPs. Integer tensors
+are coded exactly (``NNR_PT_INT``). Levels come from plain rounding or from an 8-state dependent-quantization trellis (the
 default, like NNCodec's). Each tensor's estimator parameters are chosen by coding it with all nine sets.
 All-zero rows are skipped.
 """
@@ -27,6 +28,7 @@ DEFAULT_QP_DENSITY = 2
 DEFAULT_NONWEIGHT_QP = -75
 UNARY_LENGTH = 11  # cabac_unary_length_minus1 = 10, as NNCodec writes
 SHORT_UNIT_LIMIT = 1 << 15
+LEVEL_LIMIT = (1 << 29) - 8  # |weight| / step; the trellis may step 2 levels beyond it
 
 
 class BitWriter:
@@ -235,6 +237,11 @@ def encode(
             )
         elif values.dtype.kind == "f":
             tensor_qp = qps.get(name, qp) if values.ndim > 1 else nonweight_qp
+            # Like NNCodec, a tensor whose values would need levels beyond the coder's range gets a coarser
+            # QP (a batch norm's running variance at the near-lossless 1-D step, say).
+            peak = float(np.nanmax(np.abs(values))) if values.size else 0.0
+            while peak / step_of(tensor_qp, qp_density) > LEVEL_LIMIT and tensor_qp < qp + half - 1:
+                tensor_qp += 1
             step = step_of(tensor_qp, qp_density)
             levels = _levels(values.reshape(shape), step, dependent, lambda_)
             header = _data_unit_header(name, PayloadType.FLOAT, dependent, shape)
