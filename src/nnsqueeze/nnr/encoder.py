@@ -2,12 +2,17 @@
 
 The stream is what NNCodec writes for a dict of tensors: a start unit (profile 1), a model parameter set
 (uniform quantization, ``qp_density``, the model QP), an unrecognised-topology unit, then one compressed
-data unit per tensor. Float tensors with two or more dimensions are coded at ``qp``. 1-D tensors and scalars
-are coded at ``nonweight_qp`` (NNCodec's default of -75 is near lossless). A tensor whose values would need
-levels beyond 2^29 at its QP gets the finest QP that avoids that, as NNCodec clips its QPs. Integer tensors
-are coded exactly (``NNR_PT_INT``). Levels come from plain rounding or from an 8-state dependent-quantization trellis (the
-default, like NNCodec's). Each tensor's estimator parameters are chosen by coding it with all nine sets.
-All-zero rows are skipped.
+data unit per tensor.
+
+- Float tensors with two or more dimensions are coded at ``qp``. 1-D tensors and scalars are coded at
+  ``nonweight_qp`` (NNCodec's default of -75 is near lossless).
+- A tensor whose values would need levels beyond 2^29 at its QP gets the finest QP that avoids that, as
+  NNCodec clips its QPs.
+- Integer tensors are coded exactly (``NNR_PT_INT``).
+- Levels come from plain rounding or from an 8-state dependent-quantization trellis (the default, like
+  NNCodec's).
+- Each tensor's estimator parameters are chosen by coding it with all nine sets. All-zero rows are
+  skipped.
 """
 
 from __future__ import annotations
