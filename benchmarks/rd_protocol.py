@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 import nnsqueeze
-from nnsqueeze import zoo
+from nnsqueeze import nnr, zoo
 
 WINDOW = (0.95, 0.995)  # of the float model's score
 THRESHOLD = 0.99  # of the float model's score
@@ -44,8 +44,7 @@ QP_RANGES = {  # at QP_DENSITY; wide enough for the whole window and the thresho
 
 def nncodec_step(qp: int) -> float:
     """NNCodec's step of an integer QP at :data:`QP_DENSITY`."""
-    k = 1 << QP_DENSITY
-    return float((k + (qp & (k - 1))) * 2.0 ** ((qp >> QP_DENSITY) - QP_DENSITY))
+    return nnr.step_of(qp, QP_DENSITY)
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,9 @@ def _compress_nnr(args: argparse.Namespace, src: Path) -> int:
     if given:
         msg = f"--format nnr does not take {', '.join(given)} (it codes at --qp; see docs/nnr.md)"
         raise ConfigError(msg)
+    if args.rdo is not None and args.rdo != RDO_MODE:
+        msg = "--format nnr takes --rdo without a value (per-tensor QPs by step allocation), not a lambda"
+        raise ConfigError(msg)
     if src.is_dir():
         msg = f"{src} is a directory: --format nnr codes one checkpoint file"
         raise ConfigError(msg)
@@ -127,9 +130,6 @@ def _compress_nnr(args: argparse.Namespace, src: Path) -> int:
         tensors[t.name] = (
             to_float32(t.array, t.dtype) if t.dtype in ("bfloat16", "float16", "float64") else t.array
         )
-    if args.rdo is not None and args.rdo != RDO_MODE:
-        msg = "--format nnr takes --rdo without a value (per-tensor QPs by step allocation), not a lambda"
-        raise ConfigError(msg)
     qp = DEFAULT_QP if args.qp is None else args.qp
     stream = nnr.encode(
         tensors, qp=qp, dependent=args.nnr_quantizer == "dependent", step_allocation=_step_allocation(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,8 +147,7 @@ def read(
                 msg = f"NNR data unit {header.name!r} appears twice"
                 raise NnrError(msg)
             seen.add(header.name)
-            count = int(np.prod(header.shape, dtype=object))
-            elements += count
+            elements += header.elements
             if elements > limit:
                 msg = (
                     f"NNR data unit {header.name!r}: the stream decodes to more than {limit:,} elements "
@@ -169,13 +169,13 @@ def read(
     ) -> tuple[np.ndarray, TensorInfo, np.ndarray | None]:
         unit, header, parameters = job
         previous = chain.levels.get(header.name) if chain is not None else None
-        if previous is not None and previous.size != int(np.prod(header.shape, dtype=object)):
+        if previous is not None and previous.size != header.elements:
             msg = f"NNR data unit {header.name!r}: its previous update in the chain has another shape"
             raise NnrError(msg)
         return _decode_tensor(data, unit, header, stream_profile, parameters, previous)
 
     def cost(job: tuple[syntax.UnitHeader, DataUnitHeader, ParameterSet]) -> int:
-        return 4 * int(np.prod(job[1].shape, dtype=object))
+        return 4 * job[1].elements
 
     tensors: dict[str, np.ndarray] = {}
     infos: list[TensorInfo] = []
@@ -222,7 +222,7 @@ def _decode_tensor(
     end = unit.offset + unit.size
     shape = header.shape
     if header.payload_type == PayloadType.RAW_FLOAT:
-        count = int(np.prod(shape, dtype=object))
+        count = header.elements
         if header.payload_offset + 4 * count != end:
             msg = f"{where}: raw float payload of {end - header.payload_offset} bytes for {count} values"
             raise NnrError(msg)
@@ -241,7 +241,7 @@ def _decode_tensor(
         msg = f"{where}: codebooks with dependent quantization are not supported"
         raise NnrUnsupportedError(msg)
     rows = shape[0]
-    cols = int(np.prod(shape[1:], dtype=object)) if len(shape) > 1 else 1
+    cols = math.prod(shape[1:])  # 1 for a 1-D tensor
     is_float = header.payload_type == PayloadType.FLOAT
     dependent = header.dependent and is_float
     blocks = _core.nnr_block_rows(rows, cols, header.scan_order) > 0

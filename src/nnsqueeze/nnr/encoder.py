@@ -153,13 +153,10 @@ def _nearest_qp(step: float, qp_density: int, lowest: int, highest: int) -> int:
     return min(candidates, key=lambda q: abs(math.log(step_of(q, qp_density) / step)))
 
 
-def _levels(values: np.ndarray, step: float, dependent: bool, lambda_: float) -> np.ndarray:
-    rows = values.shape[0] if values.ndim else 1
-    cols = values.size // max(rows, 1) if values.size else 1
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-    if not np.isfinite(flat).all():
-        msg = "NNR coding needs finite weights"
-        raise TensorError(msg)
+def _levels(
+    flat: np.ndarray, rows: int, cols: int, step: float, dependent: bool, lambda_: float
+) -> np.ndarray:
+    """Levels of finite float32 values (``flat``, rows x cols in row-major order) at ``step``."""
     if dependent:
         levels = np.empty(flat.size, dtype=np.int32)
         try:
@@ -212,12 +209,10 @@ def encode(
             )
             raise ConfigError(msg)
     check_strength(step_allocation)
-    weights = {
-        name: np.asarray(a, dtype=np.float32)
-        for name, a in tensors.items()
-        if np.asarray(a).dtype.kind == "f" and np.asarray(a).ndim > 1
-    }
-    allocated = allocate_steps(weight_statistics(weights.items()), step_of(qp, qp_density), step_allocation)
+    floats = ((name, np.asarray(a)) for name, a in tensors.items())
+    # weight_statistics keeps the tensors of two or more dimensions
+    stats = weight_statistics((name, a.astype(np.float32)) for name, a in floats if a.dtype.kind == "f")
+    allocated = allocate_steps(stats, step_of(qp, qp_density), step_allocation)
     qps = {
         name: _nearest_qp(step, qp_density, qp - half + 1, qp + half - 1) for name, step in allocated.items()
     }
@@ -230,7 +225,7 @@ def encode(
         values = np.asarray(array)
         shape = tuple(int(d) for d in values.shape) or (1,)
         rows = shape[0]
-        cols = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+        cols = math.prod(shape[1:])  # 1 for a 1-D tensor
         if values.dtype.kind in "iub":
             flat = values.reshape(-1).astype(np.int64)
             if flat.size and np.abs(flat).max() > (1 << 29) - 1:
@@ -241,14 +236,17 @@ def encode(
                 flat.astype(np.int32), rows, cols, 0, 0, False, UNARY_LENGTH, choose_estimators
             )
         elif values.dtype.kind == "f":
+            weights = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+            if not np.isfinite(weights).all():
+                msg = f"tensor {name!r}: NNR coding needs finite weights"
+                raise TensorError(msg)
             tensor_qp = qps.get(name, qp) if values.ndim > 1 else nonweight_qp
             # Like NNCodec, a tensor whose values would need levels beyond the coder's range gets a coarser
             # QP (a batch norm's running variance at the near-lossless 1-D step, say).
-            peak = float(np.nanmax(np.abs(values))) if values.size else 0.0
+            peak = float(np.abs(weights).max(initial=0.0))
             while peak / step_of(tensor_qp, qp_density) > LEVEL_LIMIT and tensor_qp < qp + half - 1:
                 tensor_qp += 1
-            step = step_of(tensor_qp, qp_density)
-            levels = _levels(values.reshape(shape), step, dependent, lambda_)
+            levels = _levels(weights, rows, cols, step_of(tensor_qp, qp_density), dependent, lambda_)
             header = _data_unit_header(name, PayloadType.FLOAT, dependent, shape)
             payload = _core.nnr_encode_tensor(
                 levels, rows, cols, offset_bits, tensor_qp - qp, dependent, UNARY_LENGTH, choose_estimators

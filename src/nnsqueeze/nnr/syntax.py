@@ -18,6 +18,7 @@ nnsqueeze decodes raise :class:`~nnsqueeze.errors.NnrUnsupportedError` with the 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 from nnsqueeze.errors import NnrError, NnrUnsupportedError
@@ -107,6 +108,10 @@ class DataUnitHeader:
     entry_point_values: list[int] = field(default_factory=list)
     entry_point_states: list[int] = field(default_factory=list)
     payload_offset: int = 0  # of the first payload byte in the stream
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
 
 
 def read_unit_header(data: bytes, offset: int) -> UnitHeader:
