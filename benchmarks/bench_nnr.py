@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import numpy as np
 from nnsqueeze import nnr, zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_codec import yes
+from bench_codec import run_runner, yes
 from bench_memory import git_revision, machine_note
 
 HERE = Path(__file__).resolve().parent
@@ -69,11 +68,7 @@ def nncodec_streams(
         "--repeat",
         str(repeat),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise RuntimeError(f"NNCodec failed on {name}")
-    return out, json.loads((out / "manifest.json").read_text())["streams"]
+    return out, run_runner(cmd, out / "manifest.json", f"NNCodec on {name}")["streams"]
 
 
 def ours(data: bytes, repeat: int) -> tuple[dict[str, np.ndarray], float, float]:
@@ -107,13 +102,7 @@ def nncodec_decodes(folder: Path) -> dict[str, Any]:
         "--decode",
         str(folder),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-3000:])
-        msg = f"NNCodec could not decode the streams in {folder}"
-        raise RuntimeError(msg)
-    result: dict[str, Any] = json.loads((folder / "nncodec_decoded.json").read_text())
-    return result
+    return run_runner(cmd, folder / "nncodec_decoded.json", f"NNCodec decoding {folder}")
 
 
 def run_model(name: str, repeat: int, tmp: Path) -> list[dict[str, Any]]:

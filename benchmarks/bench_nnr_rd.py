@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from nnsqueeze import RDO_DEFAULTS, nnr, zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_codec import run_runner
 from bench_memory import git_revision, machine_note
 from bench_nnr import NNCODEC_PYTHON, TARGET_BYTES
 from rd_protocol import QP_RANGES, WINDOW, Point, bd_rate
@@ -66,13 +66,8 @@ def curves(name: str, tmp: Path) -> tuple[dict[str, list[Point]], float]:
         str(npz),
         f"--rd={lo}:{hi}",  # one token: LO is negative
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-3000:])
-        msg = f"NNCodec failed on {name}"
-        raise RuntimeError(msg)
     out: dict[str, list[Point]] = {}
-    for entry in json.loads((folder / "manifest.json").read_text())["streams"]:
+    for entry in run_runner(cmd, folder / "manifest.json", f"NNCodec on {name}")["streams"]:
         s = entry["settings"]
         label = f"NNCodec {'DQ' if s['use_dq'] else 'URQ'}"
         decoded = shaped(nnr.decode((folder / entry["stream"]).read_bytes()), tensors)
