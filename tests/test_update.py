@@ -23,6 +23,7 @@ from nnsqueeze.update import (
     UNCHANGED,
     XOR,
     apply_update_tensors,
+    reconstruction_gain,
     state_hash,
     update_info,
 )
@@ -45,7 +46,8 @@ def base_and_tuned(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.n
 
 def test_update_decodes_to_base_plus_the_coded_difference() -> None:
     base, tuned = base_and_tuned()
-    report = nnsqueeze.compress_update(tuned, [base])
+    # Without the reconstruction gain every element is within half a step (the gain's own test below).
+    report = nnsqueeze.compress_update(tuned, [base], coherence=None)
     assert report.data is not None
     with NnsqFile(report.data) as f:
         info = update_info(f)
@@ -109,6 +111,65 @@ def test_lossless_updates_are_bit_exact(dtype: str, seed: int, special: bool) ->
         assert info.kinds == {"w": XOR, "same": UNCHANGED}
 
 
+def weighted_error(x: np.ndarray, reconstruction: np.ndarray, coherence: float) -> float:
+    """The error the reconstruction gain minimises, from its definition: the part of x - r along x
+    counts coherence times, the part orthogonal to x once."""
+    e = x - reconstruction
+    along = (e @ x) / (x @ x) * x
+    return float(coherence * (along @ along) + (e - along) @ (e - along))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    spread=st.floats(0.1, 3.0),
+    coherence=st.sampled_from([1.0, 3.0, 30.0, 1000.0]),
+)
+def test_reconstruction_gain_minimises_the_weighted_error(seed: int, spread: float, coherence: float) -> None:
+    x = np.random.default_rng(seed).laplace(0, spread, 2000)
+    rounded = np.rint(x)  # step 1
+    if not rounded.any():
+        return
+    g = reconstruction_gain(x, 1.0, coherence)
+    grid = np.linspace(0.2, 5.0, 4801)  # steps of 0.001
+    errors = [weighted_error(x, h * rounded, coherence) for h in grid]
+    best = grid[int(np.argmin(errors))]
+    assert abs(g - best) <= 1.5e-3 or weighted_error(x, g * rounded, coherence) <= min(errors)
+    if coherence == 1.0:  # least squares
+        assert g == pytest.approx(float(x @ rounded) / float(rounded @ rounded))
+    assert g <= float(x @ x) / float(x @ rounded) * (1 + 1e-12)  # never past unbiased along x
+    assert reconstruction_gain(x, 1.0, np.inf) == pytest.approx(float(x @ x) / float(x @ rounded))
+
+
+def test_the_gain_keeps_the_levels_and_undoes_the_shrinkage() -> None:
+    rng = np.random.default_rng(5)
+    step = qp_to_step(DEFAULT_UPDATE_QP)
+    base = {"w": rng.normal(0, 0.05, (256, 128)).astype(np.float32)}
+    change = rng.normal(0, 0.3 * step, (256, 128)).astype(np.float32)  # mostly below half a step
+    tuned = {"w": base["w"] + change}
+    true = (tuned["w"] - base["w"]).astype(np.float64).ravel()
+    plain = nnsqueeze.compress_update(tuned, [base], coherence=None)
+    gained = nnsqueeze.compress_update(tuned, [base])
+    assert plain.data is not None
+    assert gained.data is not None
+    assert abs(gained.file_bytes - plain.file_bytes) <= 2  # the same levels, another step
+    with NnsqFile(plain.data) as f:
+        d_plain = f.read("w").astype(np.float64).ravel()
+    with NnsqFile(gained.data) as f:
+        d_gained = f.read("w").astype(np.float64).ravel()
+    g = reconstruction_gain(true, step)
+    assert g > 1.05
+    np.testing.assert_allclose(d_gained, g * d_plain, rtol=1e-6, atol=1e-12)
+    # The plain update is a shrunken copy of the change; the gain brings its slope along it near 1.
+    slope_plain, slope_gained = (d @ true / (true @ true) for d in (d_plain, d_gained))
+    assert slope_plain < 0.9
+    assert abs(slope_gained - 1) < abs(slope_plain - 1) / 2
+    new = nnsqueeze.apply_update(gained.data, [base])
+    np.testing.assert_allclose(new["w"], base["w"] + d_gained.reshape(256, 128).astype(np.float32), atol=1e-9)
+    with pytest.raises(nnsqueeze.ConfigError, match="coherence"):
+        nnsqueeze.compress_update(tuned, [base], coherence=0.5)
+
+
 def test_a_wrong_or_missing_base_is_refused() -> None:
     base, tuned = base_and_tuned()
     data = nnsqueeze.compress_update(tuned, [base]).data
@@ -135,7 +196,7 @@ def test_chains_and_nnsq_bases(tmp_path: Path) -> None:
     nnsqueeze.compress(base, base_file)
     decoded_base = nnsqueeze.decompress(base_file)
     first = tmp_path / "u1.nnsq"
-    nnsqueeze.compress_update(tuned, [base_file], first)  # the base is the .nnsq's decoded values
+    nnsqueeze.compress_update(tuned, [base_file], first, coherence=None)  # the base: the .nnsq's values
     step1 = nnsqueeze.apply_update(first, [base_file])
     half = qp_to_step(DEFAULT_UPDATE_QP) / 2 * (1 + 1e-5)
     for name in ("enc.weight", "frozen.weight"):  # the base's coding error is corrected too
@@ -146,7 +207,7 @@ def test_chains_and_nnsq_bases(tmp_path: Path) -> None:
     again = {k: v.copy() for k, v in step1.items()}
     again["head.weight"] = again["head.weight"] + np.float32(0.01)
     second = tmp_path / "u2.nnsq"
-    nnsqueeze.compress_update(again, [base_file, first], second)
+    nnsqueeze.compress_update(again, [base_file, first], second, coherence=None)
     final = nnsqueeze.apply_update(second, [base_file, first])
     np.testing.assert_array_equal(final["enc.weight"], step1["enc.weight"])
     assert np.abs(final["head.weight"] - again["head.weight"]).max() <= half

@@ -3,7 +3,10 @@
 :func:`compress_update` codes each float tensor of the new model as its difference from the base
 tensor of the same name, shape and dtype, at the update's own step (``qp``, by default
 :data:`DEFAULT_UPDATE_QP`: differences are small, so the step is fine); a tensor whose difference
-quantizes to all zeros is not stored at all (a bit in the file list).  ``lossless`` codes the XOR of
+quantizes to all zeros is not stored at all (a bit in the file list).  Each difference is rounded at
+that step but stored with a slightly larger one (:func:`reconstruction_gain`): rounding zeroes most of
+a fine-tune's small changes, and the larger step undoes the shrinkage that leaves in the decoded
+update, at no cost in bytes.  ``lossless`` codes the XOR of
 the float bit patterns instead (sign and exponent bytes are mostly zero), which restores the new
 model bit-exactly.  Tensors the base lacks, or has in another shape or dtype, are coded standalone;
 integer tensors equal to the base's are skipped.
@@ -28,14 +31,16 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -57,7 +62,10 @@ from nnsqueeze.io import SUPPORTED_SUFFIXES, Checkpoint, NamedTensor, open_check
 
 UPDATE_KEY = "nnsqueeze.update"
 UPDATE_VERSION = 1
-DEFAULT_UPDATE_QP = -43  # chosen on validation sentences: see benchmarks/update_results.md
+DEFAULT_UPDATE_QP = -41  # chosen on validation sentences: see benchmarks/update_results.md
+# How much more an error along the update's own direction costs than rounding noise of the same
+# energy (reconstruction_gain); chosen on validation data, see benchmarks/update_results.md.
+UPDATE_COHERENCE = 30.0
 # How each tensor of an update is stored.
 DELTA, XOR, STANDALONE, UNCHANGED = "delta", "xor", "standalone", "unchanged"
 _KINDS = (DELTA, XOR, STANDALONE, UNCHANGED)
@@ -198,25 +206,73 @@ def _step_of(t: NamedTensor, opts: CompressOptions) -> float:
     return opts.vector_step if t.array.ndim < 2 else opts.weight_step
 
 
+def reconstruction_gain(diff: np.ndarray, step: float, coherence: float = UPDATE_COHERENCE) -> float:
+    """The factor g by which the stored step of a difference exceeds the step it is rounded at.
+
+    Rounding a fine-tune's difference ``x`` (mostly well below one step) to the levels
+    ``k = round(x / step)`` zeroes most of it: the decoded ``step * k`` is on average a shrunken copy
+    of ``x``, and that shrinkage is an error along the update's own direction, which adds up through
+    the network where rounding noise averages out.  The decoder multiplies the levels by the stored
+    step, so storing ``g * step`` costs nothing.  With ``X = Σ x²``, ``P = Σ x · step·k`` and
+    ``K = Σ (step·k)²`` the error ``x - g·step·k`` has the part ``(1 - g P / X) x`` along ``x`` and an
+    orthogonal part of energy ``g² (K - P² / X)``; weighting the first ``coherence`` (κ) times the
+    second and minimising gives ``g = κ P / ((κ - 1) P² / X + K)``: least squares for κ = 1, unbiased
+    along ``x`` as κ grows, and never above the unbiased ``X / P``.
+
+    >>> x = np.random.default_rng(0).normal(0, 0.3, 10_000)
+    >>> 1.0 < reconstruction_gain(x, 1.0) < 1.6  # about 4 % of x rounds to +-1
+    True
+    >>> reconstruction_gain(np.full(10, 3.0), 1.0)  # exact levels: nothing to undo
+    1.0
+    """
+    x = np.asarray(diff, dtype=np.float64).reshape(-1)
+    if x.size == 0 or not np.isfinite(x).all():
+        return 1.0
+    levels = np.rint(x / step)
+    rounded = step * levels
+    along, power, energy = float(x @ rounded), float(x @ x), float(rounded @ rounded)
+    if along <= 0.0 or power <= 0.0:
+        return 1.0
+    if math.isinf(coherence):
+        return power / along
+    return coherence * along / ((coherence - 1.0) * along * along / power + energy)
+
+
+class _Prepared(NamedTuple):
+    kind: str
+    tensor: NamedTensor | None  # what to code (None: unchanged)
+    options: CompressOptions  # how to code it
+
+
 def _prepare(
-    t: NamedTensor, base: NamedTensor | None, opts: CompressOptions
-) -> tuple[str, NamedTensor | None]:
-    """The kind of one tensor and what to code for it (None for unchanged)."""
+    t: NamedTensor, base: NamedTensor | None, opts: CompressOptions, coherence: float | None
+) -> _Prepared:
+    """The kind of one tensor and what to code for it, how."""
     comparable = base is not None and base.dtype == t.dtype and base.array.shape == t.array.shape
     if not comparable or base is None:
-        return STANDALONE, t
+        return _Prepared(STANDALONE, t, opts)
     if t.dtype not in FLOAT_DTYPES:
-        return (UNCHANGED, None) if _same_bits(t, base) else (STANDALONE, t)
+        return _Prepared(UNCHANGED, None, opts) if _same_bits(t, base) else _Prepared(STANDALONE, t, opts)
     if opts.lossless:
         flips = _bits(t) ^ _bits(base)
         if not flips.any():
-            return UNCHANGED, None
-        return XOR, NamedTensor(t.name, flips, flips.dtype.name)
+            return _Prepared(UNCHANGED, None, opts)
+        return _Prepared(XOR, NamedTensor(t.name, flips, flips.dtype.name), opts)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = to_float32(t.array, t.dtype) - to_float32(base.array, base.dtype)
-    if np.isfinite(diff).all() and float(np.abs(diff).max(initial=0.0)) < _step_of(t, opts) / 2:
-        return UNCHANGED, None  # every level would be 0
-    return DELTA, NamedTensor(t.name, diff, "float32")
+    step = _step_of(t, opts)
+    if np.isfinite(diff).all() and float(np.abs(diff).max(initial=0.0)) < step / 2:
+        return _Prepared(UNCHANGED, None, opts)  # every level would be 0
+    # The gain is derived for levels rounded to nearest; RDOQ and the trellis choose their own.
+    g = 1.0
+    if coherence is not None and opts.rdo_lambda == 0 and not opts.trellis:
+        g = reconstruction_gain(diff, step, coherence)
+    if g == 1.0:
+        return _Prepared(DELTA, NamedTensor(t.name, diff, "float32"), opts)
+    # Coding g * diff at g * step gives the levels of diff at step and the decoder the larger step
+    # (weight and 1-D steps scale together).
+    scaled = NamedTensor(t.name, (diff * np.float32(g)).astype(np.float32), "float32")
+    return _Prepared(DELTA, scaled, dataclasses.replace(opts, step=opts.weight_step * g))
 
 
 def compress_update(
@@ -229,11 +285,16 @@ def compress_update(
     threads: int | None = None,
     options: CompressOptions | None = None,
     metadata: Mapping[str, str] | None = None,
+    coherence: float | None = UPDATE_COHERENCE,
 ) -> CompressionReport:
     """Codes ``new`` (a checkpoint, directory, mapping or module) as an update of the model ``bases``
     describe (see the module docs) into ``dest`` (or bytes).  ``options`` overrides ``qp``,
-    ``lossless`` and ``threads``; ``report.raw_bytes`` counts the new model's tensors."""
+    ``lossless`` and ``threads``; ``report.raw_bytes`` counts the new model's tensors.  ``coherence`` is
+    the κ of :func:`reconstruction_gain`; None stores each difference at the step it was rounded at."""
     opts = options or CompressOptions(qp=qp, lossless=lossless, threads=threads)
+    if coherence is not None and not coherence >= 1.0:
+        msg = f"coherence must be >= 1 (or None), got {coherence}"
+        raise ConfigError(msg)
     started = time.perf_counter()
     base = resolve_base(bases, threads=opts.threads)
     digest = state_hash(base.values())
@@ -247,12 +308,12 @@ def compress_update(
             if t.name in kinds:
                 msg = f"tensor {t.name!r} appears twice in the new model"
                 raise ConfigError(msg)
-            kind, coded_tensor = _prepare(t, base.get(t.name), opts)
+            kind, coded_tensor, tensor_opts = _prepare(t, base.get(t.name), opts, coherence)
             kinds[t.name] = kind
             raw += t.array.nbytes
             if coded_tensor is None:
                 continue
-            coded = encode_tensor(coded_tensor, opts)
+            coded = encode_tensor(coded_tensor, tensor_opts)
             writer.add(coded.header, coded.payload)
             reports.append(coded.report)
         meta[UPDATE_KEY] = UpdateInfo(digest, len(base), kinds).to_json()
