@@ -46,8 +46,9 @@ def base_and_tuned(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.n
 
 def test_update_decodes_to_base_plus_the_coded_difference() -> None:
     base, tuned = base_and_tuned()
-    # Without the reconstruction gain every element is within half a step (the gain's own test below).
-    report = nnsqueeze.compress_update(tuned, [base], coherence=None)
+    # Rounded, without the reconstruction gain, every element is within half a step (the trellis and
+    # the gain have their own test below).
+    report = nnsqueeze.compress_update(tuned, [base], trellis=False, coherence=None)
     assert report.data is not None
     with NnsqFile(report.data) as f:
         info = update_info(f)
@@ -130,7 +131,7 @@ def test_reconstruction_gain_minimises_the_weighted_error(seed: int, spread: flo
     rounded = np.rint(x)  # step 1
     if not rounded.any():
         return
-    g = reconstruction_gain(x, 1.0, coherence)
+    g = reconstruction_gain(x, rounded, coherence)
     grid = np.linspace(0.2, 5.0, 4801)  # steps of 0.001
     errors = [weighted_error(x, h * rounded, coherence) for h in grid]
     best = grid[int(np.argmin(errors))]
@@ -138,18 +139,19 @@ def test_reconstruction_gain_minimises_the_weighted_error(seed: int, spread: flo
     if coherence == 1.0:  # least squares
         assert g == pytest.approx(float(x @ rounded) / float(rounded @ rounded))
     assert g <= float(x @ x) / float(x @ rounded) * (1 + 1e-12)  # never past unbiased along x
-    assert reconstruction_gain(x, 1.0, np.inf) == pytest.approx(float(x @ x) / float(x @ rounded))
+    assert reconstruction_gain(x, rounded, np.inf) == pytest.approx(float(x @ x) / float(x @ rounded))
 
 
-def test_the_gain_keeps_the_levels_and_undoes_the_shrinkage() -> None:
+@pytest.mark.parametrize("trellis", [False, True])
+def test_the_gain_keeps_the_levels_and_undoes_the_shrinkage(trellis: bool) -> None:
     rng = np.random.default_rng(5)
     step = qp_to_step(DEFAULT_UPDATE_QP)
     base = {"w": rng.normal(0, 0.05, (256, 128)).astype(np.float32)}
     change = rng.normal(0, 0.3 * step, (256, 128)).astype(np.float32)  # mostly below half a step
     tuned = {"w": base["w"] + change}
     true = (tuned["w"] - base["w"]).astype(np.float64).ravel()
-    plain = nnsqueeze.compress_update(tuned, [base], coherence=None)
-    gained = nnsqueeze.compress_update(tuned, [base])
+    plain = nnsqueeze.compress_update(tuned, [base], trellis=trellis, coherence=None)
+    gained = nnsqueeze.compress_update(tuned, [base], trellis=trellis)
     assert plain.data is not None
     assert gained.data is not None
     assert abs(gained.file_bytes - plain.file_bytes) <= 2  # the same levels, another step
@@ -157,7 +159,9 @@ def test_the_gain_keeps_the_levels_and_undoes_the_shrinkage() -> None:
         d_plain = f.read("w").astype(np.float64).ravel()
     with NnsqFile(gained.data) as f:
         d_gained = f.read("w").astype(np.float64).ravel()
-    g = reconstruction_gain(true, step)
+    if not trellis:  # rounded to nearest: the plain update is step * round(x / step)
+        np.testing.assert_allclose(d_plain, step * np.rint(true / step), rtol=1e-6, atol=0)
+    g = reconstruction_gain(true, d_plain)
     assert g > 1.05
     np.testing.assert_allclose(d_gained, g * d_plain, rtol=1e-6, atol=1e-12)
     # The plain update is a shrunken copy of the change; the gain brings its slope along it near 1.
@@ -196,7 +200,7 @@ def test_chains_and_nnsq_bases(tmp_path: Path) -> None:
     nnsqueeze.compress(base, base_file)
     decoded_base = nnsqueeze.decompress(base_file)
     first = tmp_path / "u1.nnsq"
-    nnsqueeze.compress_update(tuned, [base_file], first, coherence=None)  # the base: the .nnsq's values
+    nnsqueeze.compress_update(tuned, [base_file], first, trellis=False, coherence=None)  # base: .nnsq values
     step1 = nnsqueeze.apply_update(first, [base_file])
     half = qp_to_step(DEFAULT_UPDATE_QP) / 2 * (1 + 1e-5)
     for name in ("enc.weight", "frozen.weight"):  # the base's coding error is corrected too
@@ -207,7 +211,7 @@ def test_chains_and_nnsq_bases(tmp_path: Path) -> None:
     again = {k: v.copy() for k, v in step1.items()}
     again["head.weight"] = again["head.weight"] + np.float32(0.01)
     second = tmp_path / "u2.nnsq"
-    nnsqueeze.compress_update(again, [base_file, first], second, coherence=None)
+    nnsqueeze.compress_update(again, [base_file, first], second, trellis=False, coherence=None)
     final = nnsqueeze.apply_update(second, [base_file, first])
     np.testing.assert_array_equal(final["enc.weight"], step1["enc.weight"])
     assert np.abs(final["head.weight"] - again["head.weight"]).max() <= half

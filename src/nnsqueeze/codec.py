@@ -238,7 +238,9 @@ class CompressionReport:
 
 
 @dataclass
-class _Coded:
+class CodedTensor:
+    """One tensor as :func:`encode_tensor` codes it: its record header, payload and report."""
+
     header: RecordHeader
     payload: bytes
     report: TensorReport = field(repr=False)
@@ -389,7 +391,7 @@ def _encode_tokens(
     )
 
 
-def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray | None = None) -> _Coded:
+def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray | None = None) -> CodedTensor:
     """Chooses the coding method of one tensor and codes it (``importance`` weights RDOQ's distortion)."""
     shape = tuple(t.array.shape)
     workers = opts.worker_count
@@ -424,7 +426,7 @@ def encode_tensor(t: NamedTensor, opts: CompressOptions, importance: np.ndarray 
     step = header.levels.step if uniform and header.levels else None
     name = methods.METHODS[header.method].name
     report = TensorReport(t.name, header.shape, t.dtype, name, step, len(payload), note)
-    return _Coded(header, payload, report, t.array.nbytes)
+    return CodedTensor(header, payload, report, t.array.nbytes)
 
 
 Source = str | os.PathLike[str] | Mapping[str, Any] | Any
@@ -597,7 +599,7 @@ def code_tensors(
     imp = importance or {}
     own = steps or {}
 
-    def encode(t: NamedTensor) -> _Coded:
+    def encode(t: NamedTensor) -> CodedTensor:
         tensor_opts = dataclasses.replace(opts, step=own[t.name]) if t.name in own else opts
         return encode_tensor(t, tensor_opts, imp.get(t.name))
 

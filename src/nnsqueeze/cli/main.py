@@ -29,7 +29,14 @@ from nnsqueeze.package import (
     decompress_to,
     read_manifest,
 )
-from nnsqueeze.update import DEFAULT_UPDATE_QP, UPDATE_KEY, apply_update_tensors, compress_update, update_info
+from nnsqueeze.update import (
+    DEFAULT_UPDATE_QP,
+    UPDATE_KEY,
+    UPDATE_TRELLIS,
+    apply_update_tensors,
+    compress_update,
+    update_info,
+)
 
 if TYPE_CHECKING:
     from nnsqueeze.calibration import Calibration
@@ -159,7 +166,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         lossless_1d=args.lossless_1d,
         rdo_lambda=_rdo_lambda(args),
         step_allocation=_step_allocation(args),
-        trellis=args.trellis,
+        trellis=(UPDATE_TRELLIS if args.base else False) if args.trellis is None else args.trellis,
         chunk_elements=args.chunk_elements,
         effort=args.effort,
         coder=args.coder,
@@ -565,7 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
         "by graph input name) and give each weight tensor the step its measured output error calls for "
         f"(strength {CALIBRATED_DEFAULTS.step_allocation}; --step-allocation overrides)",
     )
-    c.add_argument("--trellis", action="store_true", help="dependent (trellis-coded) quantization")
+    c.add_argument(
+        "--trellis",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="dependent (trellis-coded) quantization (default: off for models, on for updates with --base)",
+    )
     target = c.add_mutually_exclusive_group()
     target.add_argument(
         "--target-fidelity",
