@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from nnsqueeze.update import (
     STANDALONE,
     UNCHANGED,
     XOR,
+    UpdateInfo,
     apply_update_tensors,
     reconstruction_gain,
     state_hash,
@@ -172,6 +174,64 @@ def test_the_gain_keeps_the_levels_and_undoes_the_shrinkage(trellis: bool) -> No
     np.testing.assert_allclose(new["w"], base["w"] + d_gained.reshape(256, 128).astype(np.float32), atol=1e-9)
     with pytest.raises(nnsqueeze.ConfigError, match="coherence"):
         nnsqueeze.compress_update(tuned, [base], coherence=0.5)
+
+
+GOLDEN_UPDATES = Path(__file__).resolve().parent / "golden" / "updates"
+
+
+def test_version_1_update_files_still_apply() -> None:
+    # Written by the version-1 description (every kind by name): base.nnsq, its update, the result.
+    new = nnsqueeze.apply_update(GOLDEN_UPDATES / "update.v1.nnsq", [GOLDEN_UPDATES / "base.nnsq"])
+    with np.load(GOLDEN_UPDATES / "update.v1.decoded.npz") as want:
+        assert list(new) == list(want)
+        for name in want:
+            np.testing.assert_array_equal(new[name], want[name])
+    with NnsqFile(GOLDEN_UPDATES / "update.v1.nnsq") as f:
+        info = update_info(f)
+        assert info is not None
+        assert info.kinds == {
+            "enc.weight": DELTA,
+            "enc.bias": UNCHANGED,
+            "frozen.weight": UNCHANGED,
+            "ids": UNCHANGED,
+            "head.weight": STANDALONE,
+        }
+
+
+def test_the_description_lists_only_what_is_not_a_delta() -> None:
+    kinds = {f"layer.{i}.weight": DELTA for i in range(100)}
+    kinds["layer.3.weight"] = UNCHANGED
+    kinds["new.weight"] = STANDALONE
+    info = UpdateInfo("0" * 64, 100, kinds)
+    text = info.to_json()
+    assert len(text) < 250  # version 1 named all 101 tensors: 2.6 KB
+    records = [n for n, k in kinds.items() if k != UNCHANGED]
+    again = UpdateInfo.from_json(text, records)
+    assert list(again.kinds.items()) == list(kinds.items())
+
+
+@pytest.mark.parametrize(
+    ("others", "total", "records", "problem"),
+    [
+        ([[0, "a", "unchanged"]], 2, ["b", "c"], "names 1 stored tensors, the file has 2"),
+        ([[5, "a", "unchanged"]], 2, ["b"], "bad entry"),
+        ([[0, "a", "unchanged"], [0, "a", "xor"]], 2, ["b"], "bad entry"),
+        ([[0, "a", "delta"]], 1, ["a"], "bad entry"),
+        ([[0, "a", "standalone"]], 1, ["b"], "the record there is 'b'"),
+        ([[0, "a", "unchanged"]], 2, ["a"], "twice"),
+        ("nope", 1, ["a"], "tensors or others"),
+    ],
+)
+def test_crafted_descriptions_are_refused(
+    others: object, total: int, records: list[str], problem: str
+) -> None:
+    text = json.dumps(
+        {"version": 2, "base_sha256": "0" * 64, "base_tensors": 1, "tensors": total, "others": others}
+    )
+    with pytest.raises(nnsqueeze.BitstreamError, match=problem):
+        UpdateInfo.from_json(text, records)
+    with pytest.raises(nnsqueeze.BitstreamError, match="unknown version"):
+        UpdateInfo.from_json(text.replace('"version": 2', '"version": 3'), records)
 
 
 def test_a_wrong_or_missing_base_is_refused() -> None:
