@@ -254,6 +254,18 @@ def test_cli_decompresses_and_describes_nnr(tmp_path: Path) -> None:
     assert "row skip" in shown.stdout
 
 
+def test_cli_describes_an_update_with_temporal_contexts_after_its_chain() -> None:
+    first, second = (str(CORPUS / str(e["stream"])) for e in CHAINS["tca_dq"][:2])
+    alone = _cli("info", second)
+    assert alone.returncode == 2
+    assert "--base" in alone.stderr
+    assert len(alone.stderr.strip().splitlines()) == 1
+    shown = _cli("info", second, "--base", first)
+    assert shown.returncode == 0, shown.stderr
+    assert "temporal contexts" in shown.stdout
+    assert "fc.weight" in shown.stdout
+
+
 def test_cli_reports_a_broken_nnr_stream_in_one_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.nnc"
     broken.write_bytes(_stream("urq_qp-28.nnc")[:200])

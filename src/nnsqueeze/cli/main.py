@@ -40,6 +40,7 @@ from nnsqueeze.update import (
 
 if TYPE_CHECKING:
     from nnsqueeze.calibration import Calibration
+    from nnsqueeze.nnr import UpdateChain
 
 
 def _human(n: float) -> str:
@@ -254,20 +255,27 @@ def _is_nnr(path: Path) -> bool:
         return False  # NnsqFile names the problem
 
 
+def _nnr_chain(bases: list[str] | None, threads: int | None) -> UpdateChain:
+    """The chain of earlier NNR updates (``--base``, in order) that a later update's temporal contexts
+    refer to."""
+    from nnsqueeze import nnr
+
+    chain = nnr.UpdateChain()
+    for base in bases or []:
+        if not _is_nnr(Path(base)):
+            msg = f"--base {base}: an NNR update is decoded after the earlier NNR updates of its chain"
+            raise ConfigError(msg)
+        nnr.read(Path(base).read_bytes(), chain=chain, threads=threads)
+    return chain
+
+
 def _decompress_nnr(args: argparse.Namespace, src: Path, out: Path) -> int:
     from nnsqueeze import nnr
     from nnsqueeze.dtypes import dtype_name_of
     from nnsqueeze.io import write_checkpoint
 
     started = time.perf_counter()
-    # --base: the earlier NNR updates of a chain, in order; each later update's temporal contexts
-    # refer to the levels of the one before.
-    chain = nnr.UpdateChain()
-    for base in args.base or []:
-        if not _is_nnr(Path(base)):
-            msg = f"--base {base}: an NNR update is decoded after the earlier NNR updates of its chain"
-            raise ConfigError(msg)
-        nnr.read(Path(base).read_bytes(), chain=chain, threads=args.threads)
+    chain = _nnr_chain(args.base, args.threads)
     data = src.read_bytes()
     bar = Progress(0, "decode NNR")
     tensors, _ = nnr.read(data, progress=bar.step, threads=args.threads, chain=chain)
@@ -319,11 +327,12 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_nnr_info(path: Path) -> int:
-    """The units of an NNR bitstream and, per tensor, its shape, QP, step and the tools it uses."""
+def print_nnr_info(path: Path, bases: list[str] | None = None) -> int:
+    """The units of an NNR bitstream and, per tensor, its shape, QP, step and the tools it uses
+    (an update with temporal contexts after its chain's earlier updates, ``bases``)."""
     from nnsqueeze import nnr
 
-    _, info = nnr.read(path.read_bytes())
+    _, info = nnr.read(path.read_bytes(), chain=_nnr_chain(bases, None))
     counts: dict[str, int] = {}
     for kind, _size in info.units:
         counts[kind] = counts.get(kind, 0) + 1
@@ -337,7 +346,13 @@ def print_nnr_info(path: Path) -> int:
         total_elems += n
         total_bytes += t.unit_bytes
         tools = [
-            name for name, used in (("row skip", t.row_skipping), ("param opt", t.tuned_contexts > 0)) if used
+            name
+            for name, used in (
+                ("row skip", t.row_skipping),
+                ("param opt", t.tuned_contexts > 0),
+                ("temporal contexts", t.temporal_context),
+            )
+            if used
         ]
         if t.codebook_size:
             tools.append(f"codebook {t.codebook_size}")
@@ -372,7 +387,10 @@ def print_nnr_info(path: Path) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     if _is_nnr(Path(args.input)):
-        return print_nnr_info(Path(args.input))
+        return print_nnr_info(Path(args.input), args.base)
+    if args.base:
+        msg = "info --base is for NNR updates with temporal contexts; an .nnsq update names its base itself"
+        raise ConfigError(msg)
     if args.formats:
         from nnsqueeze.cli.formats import print_formats
 
@@ -616,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--formats",
         action="store_true",
         help="per-layer storage / operations / energy in CSR, CER, CSER, ...",
+    )
+    i.add_argument(
+        "--base",
+        action="append",
+        metavar="UPDATE.nnc",
+        help="an NNR update coded with temporal contexts: the chain's earlier updates, in order",
     )
     i.set_defaults(run=cmd_info)
 
