@@ -46,6 +46,14 @@ def base_and_tuned(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.n
     return base, tuned
 
 
+def kinds_of(update: Path | bytes) -> dict[str, str]:
+    """The kind of each tensor an update file records."""
+    with NnsqFile(update) as f:
+        info = update_info(f)
+    assert info is not None
+    return info.kinds
+
+
 def test_update_decodes_to_base_plus_the_coded_difference() -> None:
     base, tuned = base_and_tuned()
     # Rounded, without the reconstruction gain, every element is within half a step (the trellis and
@@ -108,10 +116,7 @@ def test_lossless_updates_are_bit_exact(dtype: str, seed: int, special: bool) ->
     out = apply_update_tensors(report.data, [ckpt(base)])
     assert out["w"].dtype == dtype
     np.testing.assert_array_equal(out["w"].array.view(np.uint8), tuned_array.view(np.uint8))
-    with NnsqFile(report.data) as f:
-        info = update_info(f)
-        assert info is not None
-        assert info.kinds == {"w": XOR, "same": UNCHANGED}
+    assert kinds_of(report.data) == {"w": XOR, "same": UNCHANGED}
 
 
 def weighted_error(x: np.ndarray, reconstruction: np.ndarray, coherence: float) -> float:
@@ -186,16 +191,13 @@ def test_version_1_update_files_still_apply() -> None:
         assert list(new) == list(want)
         for name in want:
             np.testing.assert_array_equal(new[name], want[name])
-    with NnsqFile(GOLDEN_UPDATES / "update.v1.nnsq") as f:
-        info = update_info(f)
-        assert info is not None
-        assert info.kinds == {
-            "enc.weight": DELTA,
-            "enc.bias": UNCHANGED,
-            "frozen.weight": UNCHANGED,
-            "ids": UNCHANGED,
-            "head.weight": STANDALONE,
-        }
+    assert kinds_of(GOLDEN_UPDATES / "update.v1.nnsq") == {
+        "enc.weight": DELTA,
+        "enc.bias": UNCHANGED,
+        "frozen.weight": UNCHANGED,
+        "ids": UNCHANGED,
+        "head.weight": STANDALONE,
+    }
 
 
 def test_the_description_lists_only_what_is_not_a_delta() -> None:
