@@ -181,6 +181,22 @@ def test_the_gain_keeps_the_levels_and_undoes_the_shrinkage(trellis: bool) -> No
         nnsqueeze.compress_update(tuned, [base], coherence=0.5)
 
 
+@pytest.mark.parametrize("trellis", [False, True])
+def test_a_losslessly_stored_difference_gets_no_gain(trellis: bool) -> None:
+    # lossless_1d stores the 1-D differences bit-exactly: a gain there would scale the exact values.
+    rng = np.random.default_rng(1)
+    base = {
+        "w": rng.normal(0, 0.05, (32, 16)).astype(np.float32),
+        "b": rng.normal(0, 0.01, 32).astype(np.float32),
+    }
+    tuned = {k: (v + rng.normal(0, 3e-4, v.shape)).astype(np.float32) for k, v in base.items()}
+    opts = nnsqueeze.CompressOptions(qp=DEFAULT_UPDATE_QP, lossless_1d=True, trellis=trellis)
+    report = nnsqueeze.compress_update(tuned, [base], options=opts)
+    assert report.data is not None
+    with NnsqFile(report.data) as f:
+        np.testing.assert_array_equal(f.read("b"), tuned["b"] - base["b"])
+
+
 GOLDEN_UPDATES = Path(__file__).resolve().parent / "golden" / "updates"
 
 

@@ -323,18 +323,14 @@ def _prepare(
 
 def _encode_difference(diff: NamedTensor, opts: CompressOptions, coherence: float | None) -> CodedTensor:
     """Codes a difference with its reconstruction gain (none for ``coherence=None``)."""
+    coded = encode_tensor(diff, opts)
     if coherence is None:
-        return encode_tensor(diff, opts)
-    step = _step_of(diff, opts)
-    if opts.rdo_lambda == 0 and (not opts.trellis or diff.array.ndim < 2):
-        coded = None  # rounded to nearest: the reconstruction is known without coding
-        reconstruction = step * np.rint(diff.array.astype(np.float64) / step)
-    else:  # RDOQ and the trellis choose their own levels: code once and look
-        coded = encode_tensor(diff, opts)
-        reconstruction = decode_record(coded.header, coded.payload).array
-    g = reconstruction_gain(diff.array, reconstruction, coherence)
+        return coded
+    # The reconstruction as the decoder will see it, whatever chose the levels (rounding, RDOQ, the
+    # trellis) or stored the tensor losslessly instead (exact: the gain is 1).
+    g = reconstruction_gain(diff.array, decode_record(coded.header, coded.payload).array, coherence)
     if g == 1.0:
-        return coded or encode_tensor(diff, opts)
+        return coded
     # Coding g * diff at g * step gives the same levels (the quantizers' decisions depend on
     # diff / step only) and the decoder the larger step; weight and 1-D steps scale together.
     scaled = NamedTensor(diff.name, (diff.array * np.float32(g)).astype(np.float32), "float32")
