@@ -61,6 +61,22 @@ def test_fp16_extremes_quantize_at_the_default_step() -> None:
     assert report.tensors[0].method == "uniform"
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "bfloat16"])
+def test_scalar_tensors_decode_to_zero_dimensional_arrays(dtype: str) -> None:
+    # Found by the long record-mutation fuzz test: a 0-d float16 tensor came back as a NumPy scalar.
+    from nnsqueeze.dtypes import from_float32
+
+    value = from_float32(np.array(-0.0156, np.float32), dtype)
+    assert isinstance(value, np.ndarray)
+    assert value.shape == ()
+    data = nnsqueeze.compress({"s": np.array(-0.0156, np.float16)}, None, threads=1).data
+    assert data is not None
+    out = nnsqueeze.decompress(data)["s"]
+    assert isinstance(out, np.ndarray)
+    assert out.shape == ()
+    assert out.dtype == np.float16
+
+
 def test_strict_refuses_what_defaults_store_losslessly() -> None:
     x = awkward_checkpoint()
     with pytest.raises(TensorError, match=r"bn\.running_var|attn\.mask|head\.placeholder"):

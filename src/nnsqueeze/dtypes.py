@@ -77,8 +77,9 @@ def from_float32(values: np.ndarray, name: str) -> np.ndarray:
         rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
         return ((bits + rounding) >> 16).astype(np.uint16).reshape(values.shape)
     if name == "float16":
-        # A reconstruction may land just past float16's range: keep the nearest finite value.
-        values = np.clip(values, -65504.0, 65504.0)
+        # A reconstruction may land just past float16's range: keep the nearest finite value.  (np.clip
+        # of a 0-d array gives a scalar: asarray keeps a scalar tensor an array.)
+        values = np.asarray(np.clip(values, -65504.0, 65504.0))
     return values.astype(storage_dtype(name), copy=False)  # float32 stays as decoded, no copy
 
 
