@@ -13,15 +13,21 @@ Then the issue's three targets, each in its own table:
 * CABAC against zlib / xz / zstd on the same 2-bit levels of real client updates
   (``bench_fl_cabac.py``).
 
+And the compressed broadcast: with the same STC uploads, the server's broadcast sent dense, as STC
+(server residual), as 2-bit CABAC, or as ``.nnsq`` update files of the last global model
+(``nnsq-update``) at several steps; accuracy against download bytes.
+
     python benchmarks/bench_fl.py                 # everything (~30 min on 2 loaded cores)
     python benchmarks/bench_fl.py --quick         # digits IID only, 10 rounds, no target tables
 
-Writes benchmarks/fl_results/{results.json, RESULTS.md, <dataset>_<partition>.png}.
+Writes benchmarks/fl_results/{results.json, RESULTS.md, <dataset>_<partition>.png}; results.json
+keeps each run's per-round accuracy and bytes as columns (compact), and the git revision.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import sys
@@ -31,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from bench_fl_cabac import cabac_vs_zip, markdown_table
+from bench_memory import git_revision, machine_note
 
 from nnsqueeze.fl.simulation import (
     RoundRecord,
@@ -102,6 +109,19 @@ EQUAL_BYTES_STC_P = (0.01, 0.04, 0.1)
 EQUAL_BYTES_EPOCHS = 40
 
 
+# The broadcast, with STC p=0.01 +EF uploads (digits, IID, 40 rounds): (label, downstream, qp).
+# nnsq-update's qp -41 is the update coder's default (chosen for near-transparent fine-tunes).
+DOWNSTREAM: list[tuple[str, str | None, int]] = [
+    ("dense broadcast", None, -41),
+    ("STC p=0.01 broadcast (server residual)", "stc", -41),
+    ("CABAC 2-bit broadcast (server residual)", "cabac", -41),
+    ("nnsq-update qp -41 (default)", "nnsq-update", -41),
+    ("nnsq-update qp -36", "nnsq-update", -36),
+    ("nnsq-update qp -32", "nnsq-update", -32),
+    ("nnsq-update qp -28", "nnsq-update", -28),
+]
+
+
 # a job: (section, dataset, partition, label, SimulationConfig keyword arguments)
 Job = tuple[str, str, str, str, dict[str, Any]]
 
@@ -121,7 +141,25 @@ def _run(job: Job) -> dict[str, Any]:
         "dataset": dataset,
         "partition": partition,
         "label": label,
-        "result": res.to_dict(),
+        "result": compact(res),
+    }
+
+
+def compact(res: SimulationResult) -> dict[str, Any]:
+    """A run as results.json keeps it: the config, totals, and per-round columns (no client lists)."""
+    return {
+        "config": dataclasses.asdict(res.config),
+        "initial_accuracy": res.initial_accuracy,
+        "dense_update_bytes": res.dense_update_bytes,
+        "num_parameters": res.num_parameters,
+        "seconds": round(res.seconds, 1),
+        "final_accuracy": res.final_accuracy,
+        "total_upload": res.total_upload,
+        "total_download": res.rounds[-1].cumulative_download if res.rounds else 0,
+        "accuracy": [r.accuracy for r in res.rounds],
+        "upload_bytes": [r.upload_bytes for r in res.rounds],
+        "download_bytes": [r.download_bytes for r in res.rounds],
+        "excluded": [len(r.excluded) for r in res.rounds],
     }
 
 
@@ -189,17 +227,36 @@ def target_jobs(rounds: int) -> list[Job]:
         )
         for p in EQUAL_BYTES_STC_P
     ]
+    jobs += downstream_jobs(rounds)
     return jobs
 
 
+def downstream_jobs(rounds: int) -> list[Job]:
+    return [
+        (
+            "downstream",
+            "digits",
+            "IID",
+            label,
+            {"rounds": rounds, "compressor": "stc", "sparsity": 0.01, "downstream": down, "qp": qp},
+        )
+        for label, down, qp in DOWNSTREAM
+    ]
+
+
 def _result(run: dict[str, Any]) -> SimulationResult:
+    """A run of results.json as a SimulationResult, for the plots (client lists are not kept)."""
     res = run["result"]
+    up, down = np.cumsum(res["upload_bytes"]).tolist(), np.cumsum(res["download_bytes"]).tolist()
+    rounds = [
+        RoundRecord(i + 1, acc, u, d, cu, cd, [])
+        for i, (acc, u, d, cu, cd) in enumerate(
+            zip(res["accuracy"], res["upload_bytes"], res["download_bytes"], up, down, strict=True)
+        )
+    ]
+    config = SimulationConfig(**{**res["config"], "fault_kinds": tuple(res["config"]["fault_kinds"])})
     return SimulationResult(
-        SimulationConfig(**res["config"]),
-        res["initial_accuracy"],
-        res["dense_update_bytes"],
-        res["num_parameters"],
-        [RoundRecord(**x) for x in res["rounds"]],
+        config, res["initial_accuracy"], res["dense_update_bytes"], res["num_parameters"], rounds
     )
 
 
@@ -222,7 +279,7 @@ def main_tables(runs: list[dict[str, Any]]) -> list[str]:
             ]
             for r in sel:
                 res = r["result"]
-                best = max([x["accuracy"] for x in res["rounds"]] + [0.0])
+                best = max([*res["accuracy"], 0.0])
                 lines.append(
                     f"| {r['label']} | {res['final_accuracy']:.4f} | {best:.4f} | "
                     f"{100 * (res['final_accuracy'] - dense['final_accuracy']):+.2f} | "
@@ -302,6 +359,37 @@ def table_equal_bytes(runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def table_downstream(runs: list[dict[str, Any]]) -> list[str]:
+    """The broadcast's bytes and the accuracy they buy, beside the dense broadcast."""
+    dense = next(r["result"] for r in runs if r["result"]["config"]["downstream"] is None)
+    rounds = dense["config"]["rounds"]
+    lines = [
+        f"## The compressed broadcast (digits, IID, {rounds} rounds, STC p=0.01 +EF uploads)",
+        "",
+        "Every row uploads the same way; only the server's broadcast differs. Download bytes = the "
+        "broadcast message × the clients (all 10 take part every round); round 1 sends every client the "
+        f"dense initial model ({dense['download_bytes'][0]:,} B in all), so the last column counts rounds "
+        f"2–{rounds}. The compressed broadcasts keep a server residual (error feedback). `nnsq-update` "
+        "broadcasts each round as an `.nnsq` update file of the last global model (trellis and "
+        "reconstruction gain, as `nnsqueeze compress --base`); the server's next model is exactly what "
+        "`nnsqueeze.apply_update` makes of that file.",
+        "",
+        "| broadcast | final acc | Δ vs dense broadcast (points) | download bytes, all rounds "
+        f"| download bytes, rounds 2–{rounds} | × fewer than dense (rounds 2–{rounds}) |",
+        "|---|---|---|---|---|---|",
+    ]
+    dense_later = dense["total_download"] - dense["download_bytes"][0]
+    for r in runs:
+        res = r["result"]
+        later = res["total_download"] - res["download_bytes"][0]
+        lines.append(
+            f"| {r['label']} | {res['final_accuracy']:.4f} | "
+            f"{100 * (res['final_accuracy'] - dense['final_accuracy']):+.2f} | {res['total_download']:,} | "
+            f"{later:,} | {dense_later / max(later, 1):,.0f} |"
+        )
+    return [*lines, ""]
+
+
 def hinted_vs_plain(runs: list[dict[str, Any]]) -> list[str]:
     """Upload bytes of CABAC-prev over CABAC in the simulator runs with error feedback."""
     lines = []
@@ -325,7 +413,8 @@ def hinted_vs_plain(runs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def write_markdown(runs: list[dict[str, Any]], zips: list[dict[str, Any]], seconds: float) -> str:
+def write_markdown(results: dict[str, Any]) -> str:
+    runs, zips, seconds = results["runs"], results["cabac_vs_zip"], results["seconds"]
     lines = [
         "# Federated learning with compressed updates",
         "",
@@ -333,13 +422,16 @@ def write_markdown(runs: list[dict[str, Any]], zips: list[dict[str, Any]], secon
         "1 local epoch of SGD (batch 16; digits lr 0.2, MNIST-1D lr 0.05 momentum 0.9 and no DGC momentum "
         "correction) per round unless "
         "a row says otherwise, FedAvg; bytes = lengths of the real upload messages, all clients, "
-        f"all rounds). Total time {seconds / 60:.1f} min on 2 shared CPU cores.",
+        f"all rounds). Total time {seconds / 60:.1f} min at git revision `{results.get('revision', '?')}` "
+        f"on {results.get('machine', '2 shared CPU cores')}.",
         "",
         *main_tables([r for r in runs if r["section"] == "main"]),
     ]
     if any(r["section"] == "1000x" for r in runs):
         lines += table_1000x([r for r in runs if r["section"] == "1000x"])
         lines += table_equal_bytes([r for r in runs if r["section"] == "equal-bytes"])
+    if any(r["section"] == "downstream" for r in runs):
+        lines += table_downstream([r for r in runs if r["section"] == "downstream"])
     if zips:
         lines += [
             "## Target: CABAC-coded 2-bit updates ≥ 1.3× smaller than zlib on the same levels",
@@ -370,7 +462,7 @@ def main() -> int:
     ap.add_argument("--render", action="store_true", help="redo plots and RESULTS.md from results.json")
     ap.add_argument(
         "--only",
-        choices=("main", "1000x", "equal-bytes"),
+        choices=("main", "1000x", "equal-bytes", "downstream"),
         help="rerun one section of the full run and replace its runs in results.json",
     )
     args = ap.parse_args()
@@ -387,6 +479,7 @@ def main() -> int:
     if not args.quick:
         jobs += target_jobs(rounds)
     started = time.perf_counter()
+    revision, machine = git_revision(), machine_note()
     OUT.mkdir(exist_ok=True)
     runs: list[dict[str, Any]] = []
     with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
@@ -398,8 +491,14 @@ def main() -> int:
         for alpha in (None, 0.5):
             zips += cabac_vs_zip(rounds=args.zip_rounds, alpha=alpha)
     seconds = time.perf_counter() - started
-    results = {"runs": runs, "cabac_vs_zip": zips, "seconds": seconds}
-    (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    results = {
+        "revision": revision,
+        "machine": machine,
+        "runs": runs,
+        "cabac_vs_zip": zips,
+        "seconds": seconds,
+    }
+    write_results(results)
     (OUT / "partial.json").unlink()
     render(results)
     return 0
@@ -415,9 +514,18 @@ def rerun_section(section: str, args: argparse.Namespace) -> int:
     kept = [r for r in results["runs"] if r["section"] != section]
     results["runs"] = kept + fresh
     results["seconds"] += time.perf_counter() - started
-    (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    results["revision"] = f"{results.get('revision', '?')} (section {section}: {git_revision()})"
+    write_results(results)
     render(results)
     return 0
+
+
+def write_results(results: dict[str, Any]) -> None:
+    """results.json: one line per run, so the file stays small and diffs stay readable."""
+    head = {k: v for k, v in results.items() if k != "runs"}
+    runs = ",\n".join(json.dumps(r, separators=(",", ":")) for r in results["runs"])
+    text = json.dumps(head, separators=(",", ":"))[:-1] + ',"runs":[\n' + runs + "\n]}\n"
+    (OUT / "results.json").write_text(text)
 
 
 def render(results: dict[str, Any]) -> None:
@@ -430,7 +538,7 @@ def render(results: dict[str, Any]) -> None:
     equal = [r for r in runs if r["section"] == "equal-bytes"]
     if equal:
         _plot(equal, "digits_equal_bytes.png", "digits, Dir(0.5): FedAvg with delay vs STC")
-    (OUT / "RESULTS.md").write_text(write_markdown(runs, results["cabac_vs_zip"], results["seconds"]))
+    (OUT / "RESULTS.md").write_text(write_markdown(results))
     print((OUT / "RESULTS.md").read_text())
 
 

@@ -18,6 +18,8 @@ MODULES = [
     "nnsqueeze.quant.uniform",
     "nnsqueeze.quant.rdo",
     "nnsqueeze.quant.fisher",
+    "nnsqueeze.fl.compressors",
+    "nnsqueeze.fl.error_feedback",
     "nnsqueeze.fl.screening",
     "nnsqueeze.package",
     "nnsqueeze.update",

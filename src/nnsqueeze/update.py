@@ -446,6 +446,28 @@ def apply_update_tensors(
     ``base_model``) plus the coded differences.  A base whose hash differs from the one the update
     records raises :class:`BaseMismatchError` before anything is decoded."""
     base = dict(base_model) if base_model is not None else resolve_base(bases, threads=threads)
+    out: dict[str, NamedTensor] = {}
+    for name, (kind, coded) in update_records(update, base, threads=threads).items():
+        if coded is None:
+            if name not in base:
+                msg = f"tensor {name!r} is unchanged from a base that lacks it"
+                raise BaseMismatchError(msg)
+            out[name] = base[name]
+        else:
+            out[name] = _apply(kind, coded, base.get(name), name)
+    return out
+
+
+def update_records(
+    update: str | os.PathLike[str] | bytes,
+    base: Mapping[str, NamedTensor],
+    *,
+    threads: int | None = None,
+) -> dict[str, tuple[str, NamedTensor | None]]:
+    """Each tensor's kind and decoded record (None for unchanged), in the new model's order, of an
+    update of ``base``: what :func:`apply_update_tensors` adds to the base.  A base whose hash
+    differs from the one the update records raises :class:`BaseMismatchError` before anything is
+    decoded."""
     with NnsqFile(update) as f:
         info = update_info(f)
         if info is None:
@@ -464,13 +486,4 @@ def apply_update_tensors(
             msg = f"{_label(update)}: {len(missing)} tensors lack their records, e.g. {missing[0]!r}"
             raise BitstreamError(msg)
         decoded = dict(zip(stored, f.tensors(stored, threads=threads), strict=True))
-    out: dict[str, NamedTensor] = {}
-    for name, kind in info.kinds.items():
-        if kind == UNCHANGED:
-            if name not in base:
-                msg = f"tensor {name!r} is unchanged from a base that lacks it"
-                raise BaseMismatchError(msg)
-            out[name] = base[name]
-        else:
-            out[name] = _apply(kind, decoded[name], base.get(name), name)
-    return out
+    return {name: (kind, decoded.get(name)) for name, kind in info.kinds.items()}

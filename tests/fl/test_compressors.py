@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import math
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
+import nnsqueeze
+from nnsqueeze.cli import main
+from nnsqueeze.errors import BaseMismatchError, BitstreamError, ConfigError, TensorError
 from nnsqueeze.fl.compressors import (
     CabacPreviousUpdate,
     CabacQuantized,
     Compressor,
     Identity,
+    NnsqUpdate,
     SparseBinary,
     SparseTernary,
     TopK,
     count_for,
     make_compressor,
 )
+from nnsqueeze.fl.error_feedback import ErrorFeedback
 from nnsqueeze.fl.golomb import (
     decode_positions,
     encode_positions,
@@ -48,6 +53,7 @@ ALL: list[Compressor] = [
     CabacQuantized(4),
     CabacPreviousUpdate(2),
     CabacPreviousUpdate(2).with_reference(update(9)),
+    NnsqUpdate(qp=-32).for_model({f"layer{i}": t for i, t in enumerate(update(7))}),
 ]
 
 
@@ -267,3 +273,84 @@ def test_golomb_bad_input() -> None:
         decode_positions(data, count=3, size=600, rice=b)
     with pytest.raises(BitstreamError):
         decode_positions(data[:1], count=3, size=1000, rice=b)
+
+
+# --- nnsq-update: the change as an .nnsq update file of the model both sides hold -----------------
+
+
+def _model(seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    model = {"conv": rng.normal(0, 0.2, (16, 1, 3, 3)), "fc": rng.normal(0, 0.2, (64, 50))}
+    model["bias"] = np.array([-0.0, 0.0, 1.5, -2.0])  # unchanged below, with a negative zero
+    return {n: a.astype(np.float32) for n, a in model.items()}
+
+
+def _change() -> list[np.ndarray]:
+    rng = np.random.default_rng(4)
+    return [
+        rng.normal(0, 0.01, (16, 1, 3, 3)).astype(np.float32),
+        rng.normal(0, 0.01, (64, 50)).astype(np.float32),
+        np.zeros(4, np.float32),
+    ]
+
+
+def test_nnsq_update_message_is_the_update_file_of_the_model(tmp_path: Path) -> None:
+    model = _model()
+    ef = ErrorFeedback(NnsqUpdate(qp=-36).for_model(model))
+    message, applied = ef.step(_change())
+    assert ef.residual[1].std() < 0.01 / 4  # the step is 2**-9: the change is coded closely
+    new_in_memory = {n: a + d for (n, a), d in zip(model.items(), applied, strict=True)}
+    from_file = nnsqueeze.apply_update(message, [model])
+    for n, want in new_in_memory.items():
+        assert from_file[n].tobytes() == want.tobytes(), n  # bit for bit, the -0.0 included
+    assert from_file["bias"].tobytes() == model["bias"].tobytes()
+    # and from the command line, as a file next to the model
+    base, update_file, out = tmp_path / "model.npz", tmp_path / "round.nnsq", tmp_path / "new.npz"
+    np.savez(base, **model)
+    update_file.write_bytes(message)
+    assert main(["decompress", str(update_file), "--base", str(base), "-o", str(out)]) == 0
+    with np.load(out) as restored:
+        for n, want in new_in_memory.items():
+            assert restored[n].tobytes() == want.tobytes(), n
+
+
+def test_nnsq_update_refuses_another_model() -> None:
+    message = NnsqUpdate().for_model(_model()).encode(_change())
+    with pytest.raises(BaseMismatchError, match="updates the model with SHA-256"):
+        NnsqUpdate().for_model(_model(seed=5)).decode(message, [a.shape for a in _model().values()])
+
+
+def test_nnsq_update_needs_the_model_of_the_change() -> None:
+    with pytest.raises(ConfigError, match="for_model"):
+        NnsqUpdate().encode(_change())
+    shapes = [a.shape for a in _model().values()]
+    with pytest.raises(ConfigError, match="the model has shapes"):
+        NnsqUpdate().for_model(_model()).decode(b"", shapes[:2])
+    with pytest.raises(ConfigError, match="whole models"):
+        NnsqUpdate().for_model(_model()).encode_tensor(_change()[0])
+
+
+def test_nnsq_update_refuses_files_that_are_not_a_change_of_the_model() -> None:
+    model = _model()
+    shapes = [a.shape for a in model.values()]
+    coder = NnsqUpdate().for_model(model)
+    full = nnsqueeze.compress(model).data
+    assert full is not None
+    with pytest.raises(BaseMismatchError, match="full model, not an update"):
+        coder.decode(full, shapes)
+    renamed = {("renamed" if n == "fc" else n): a + 0.5 for n, a in model.items()}  # fc comes standalone
+    other = nnsqueeze.compress_update(renamed, [model]).data
+    assert other is not None
+    with pytest.raises(BitstreamError, match="the update has tensors"):
+        coder.decode(other, shapes)
+    standalone = nnsqueeze.compress_update({**model, "fc": model["fc"][:32]}, [model]).data
+    assert standalone is not None
+    with pytest.raises(BitstreamError, match="stores tensor 'fc' as standalone"):
+        coder.decode(standalone, shapes)
+
+
+def test_nnsq_update_by_name_takes_its_step() -> None:
+    coder = make_compressor("nnsq-update", qp=-30)
+    assert isinstance(coder, NnsqUpdate)
+    assert coder.qp == -30
+    assert make_compressor("nnsq-update").for_model(_model()) != coder  # qp differs; the model is state

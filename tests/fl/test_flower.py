@@ -23,7 +23,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, 
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from nnsqueeze.errors import BitstreamError, ConfigError, MissingDependencyError, TensorError
+import nnsqueeze
+from nnsqueeze.errors import (
+    BaseMismatchError,
+    BitstreamError,
+    ConfigError,
+    MissingDependencyError,
+    TensorError,
+)
 from nnsqueeze.fl.compressors import SparseTernary, TopK
 from nnsqueeze.fl.flower import (
     GLOBAL_KEY,
@@ -325,7 +332,9 @@ class _DownRound:
         rnd: int,
         contexts: dict[int, Context],
         nodes: tuple[int, ...] = (1, 2),
+        upload: str = "stc",
     ) -> None:
+        self.upload = upload
         self.sent = sorted(
             strategy.configure_train(rnd, arrays, ConfigRecord(), _Grid(nodes)),
             key=lambda m: m.metadata.dst_node_id,
@@ -344,7 +353,7 @@ class _DownRound:
             step = _arrays(10 * rnd + node)
             return _trainer({k: given[k] + 0.1 * step[k] for k in SHAPES}, 10 * node)(m, ctx)
 
-        return make_compression_mod("stc", sparsity=0.1)(msg, contexts[node], train)
+        return make_compression_mod(self.upload, sparsity=0.1, qp=-32)(msg, contexts[node], train)
 
 
 def _stype(msg: Message) -> str:
@@ -534,6 +543,54 @@ def test_downstream_a_broadcast_that_does_not_apply_raises(
     assert list(_chain(msg)) == ["2", "3"]  # node 2 holds version 1
     corrupt(msg, contexts[2])
     with pytest.raises(BitstreamError, match=reason):
+        make_compression_mod("stc")(msg, contexts[2], _trainer(_arrays(1), 10))
+
+
+@pytest.mark.parametrize("upload", ["stc", "nnsq-update"])
+def test_downstream_nnsq_update_each_change_is_the_update_file_of_the_last_model(
+    upload: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a model large enough that two update files (about 300 bytes of container each) stay below it
+    monkeypatch.setattr(sys.modules[__name__], "SHAPES", {"w": (40, 30), "b": (30,)})
+    strategy = CompressedFedAvg(
+        upload, downstream="nnsq-update", qp=-32, min_train_nodes=1, min_available_nodes=1
+    )
+    contexts = {n: _context(n) for n in (1, 2)}
+    arrays = _record(_arrays(0))
+    previous: dict[str, np.ndarray] = {}
+    for rnd, nodes, chains in [
+        (1, (1, 2), {1: [], 2: []}),
+        (2, (1, 2), {1: ["2"], 2: ["2"]}),
+        (3, (1,), {1: ["3"]}),
+        (4, (1, 2), {1: ["4"], 2: ["3", "4"]}),  # 2 missed round 3
+    ]:
+        r = _DownRound(strategy, arrays, rnd, contexts, nodes, upload)
+        assert {n: list(c) for n, c in r.chains.items()} == chains
+        for given in r.given.values():
+            for k, want in _as_numpy(arrays).items():
+                np.testing.assert_array_equal(given[k], want)  # bit-identical after the whole chain
+        if rnd > 1:  # the change that made this round's model is an .nnsq update of the last one
+            (message,) = r.chains[1].values()
+            rebuilt = nnsqueeze.apply_update(message, [previous])
+            for k, want in _as_numpy(arrays).items():
+                assert rebuilt[k].tobytes() == want.tobytes()
+            assert len(message) < 4 * 1230 / 2
+        new, _ = strategy.aggregate_train(rnd, r.replies)
+        assert new is not None
+        previous, arrays = _as_numpy(arrays), new
+        assert any(not np.array_equal(previous[k], _as_numpy(arrays)[k]) for k in SHAPES)
+
+
+def test_downstream_nnsq_update_to_a_node_with_another_model_fails_on_the_base_hash() -> None:
+    strategy = CompressedFedAvg("stc", downstream="nnsq-update", min_train_nodes=1, min_available_nodes=1)
+    contexts = {n: _context(n) for n in (1, 2)}
+    arrays = _record(_arrays(0))
+    new, _ = strategy.aggregate_train(1, _DownRound(strategy, arrays, 1, contexts).replies)
+    assert new is not None
+    (msg,) = strategy.configure_train(2, new, ConfigRecord(), _Grid((2,)))
+    assert list(_chain(msg)) == ["2"]
+    _hold_another_model(msg, contexts[2])
+    with pytest.raises(BaseMismatchError, match="updates the model with SHA-256"):
         make_compression_mod("stc")(msg, contexts[2], _trainer(_arrays(1), 10))
 
 

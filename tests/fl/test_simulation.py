@@ -67,6 +67,18 @@ def test_participation_and_downstream(digits: Task) -> None:
     assert res.rounds[1].download_bytes < res.dense_update_bytes
 
 
+def test_nnsq_update_both_ways_trains_like_dense_in_a_fraction_of_the_bytes(digits: Task) -> None:
+    dense_config = SimulationConfig(clients=4, rounds=3, compressor="identity", local_epochs=4)
+    dense = run_simulation(dense_config, task=digits)
+    coded_config = dataclasses.replace(dense_config, compressor="nnsq-update", downstream="nnsq-update")
+    coded = run_simulation(coded_config, task=digits)
+    assert not any(r.excluded for r in coded.rounds)
+    assert coded.final_accuracy > coded.initial_accuracy + 0.3
+    assert abs(coded.final_accuracy - dense.final_accuracy) <= 0.03
+    assert coded.total_upload < dense.total_upload / 4
+    assert coded.rounds[1].download_bytes < dense.rounds[1].download_bytes / 4  # round 1's broadcast
+
+
 def test_whole_model_sbc_sends_one_selection_per_message(digits: Task) -> None:
     runs = [
         run_simulation(SimulationConfig(clients=3, rounds=2, compressor="sbc", whole_model=w), task=digits)
@@ -114,13 +126,21 @@ REASON_OF_FAULT = {
 }
 
 
+# An nnsq-update coder knows the model it codes against: a client of another model cannot encode.
+REASON_OF_FAULT_NNSQ = REASON_OF_FAULT | {"shape": "client failed to encode: the model has shapes"}
+
+
+@pytest.mark.parametrize("compressor", ["stc", "nnsq-update"])
 @pytest.mark.parametrize("fault", sorted(REASON_OF_FAULT))
-def test_every_faulty_reply_is_excluded_and_the_model_stays(digits: Task, fault: str) -> None:
-    config = SimulationConfig(clients=3, rounds=2, compressor="stc", faults=1.0, fault_kinds=(fault,))
+def test_every_faulty_reply_is_excluded_and_the_model_stays(
+    digits: Task, fault: str, compressor: str
+) -> None:
+    config = SimulationConfig(clients=3, rounds=2, compressor=compressor, faults=1.0, fault_kinds=(fault,))
     res = run_simulation(config, task=digits)
     last = res.rounds[-1]
     assert sorted(last.excluded) == last.participants == [0, 1, 2]
-    assert all(REASON_OF_FAULT[fault] in reason for reason in last.excluded.values()), last.excluded
+    reasons = REASON_OF_FAULT_NNSQ if compressor == "nnsq-update" else REASON_OF_FAULT
+    assert all(reasons[fault] in reason for reason in last.excluded.values()), last.excluded
     assert [r.accuracy for r in res.rounds] == [res.initial_accuracy] * 2  # nothing was averaged
 
 

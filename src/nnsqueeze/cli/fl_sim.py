@@ -9,6 +9,7 @@ from typing import Any
 
 from nnsqueeze.cli.argtypes import fraction
 from nnsqueeze.fl.simulation import COMPRESSOR_NAMES, DATASETS, SimulationConfig, plot_results, run_simulation
+from nnsqueeze.update import DEFAULT_UPDATE_QP
 
 
 def cmd_fl_sim(args: argparse.Namespace) -> int:
@@ -29,6 +30,7 @@ def cmd_fl_sim(args: argparse.Namespace) -> int:
         momentum=args.momentum,
         dgc_momentum=args.dgc_momentum,
         downstream=args.downstream,
+        qp=args.qp,
         dropout=args.dropout,
         faults=args.faults,
         seed=args.seed,
@@ -87,7 +89,17 @@ def add_fl_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=0.9,
         help="DGC's momentum correction across rounds (use 0 with --momentum)",
     )
-    p.add_argument("--downstream", choices=COMPRESSOR_NAMES, help="compress the server's broadcast too")
+    p.add_argument(
+        "--downstream",
+        choices=COMPRESSOR_NAMES,
+        help="compress the server's broadcast too (nnsq-update: each round an .nnsq update file)",
+    )
+    p.add_argument(
+        "--qp",
+        type=int,
+        default=DEFAULT_UPDATE_QP,
+        help=f"nnsq-update: the step of the coded change (default {DEFAULT_UPDATE_QP})",
+    )
     p.add_argument("--dropout", type=float, default=0.0, help="probability that a client does not answer")
     p.add_argument(
         "--faults",

@@ -19,6 +19,9 @@ for ``k / N``, which both sides compute, see :mod:`.golomb`):
 * ``cabac-prev``: as ``cabac``, the levels coded with contexts conditioned on the previous global
   update (both sides must hold the same one, see :class:`CabacPreviousUpdate`).
 
+``nnsq-update`` messages are not framed this way: each is an ``.nnsq`` update file of the model both
+sides hold (:class:`NnsqUpdate`), which ``nnsqueeze decompress --base`` applies as well.
+
 Sizes are therefore measured on the bytes that travel (``len(message)``), never estimated.
 
 >>> import numpy as np
@@ -36,7 +39,7 @@ import dataclasses
 import math
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -47,7 +50,9 @@ from nnsqueeze.coding.bytestream import CRC_BYTES, ByteReader, crc32, uvarint
 from nnsqueeze.coding.cabac import decode_levels_hinted, encode_levels_hinted
 from nnsqueeze.errors import BitstreamError, ConfigError, TensorError
 from nnsqueeze.fl.golomb import decode_positions, encode_positions, optimal_rice_parameter
+from nnsqueeze.io import NamedTensor
 from nnsqueeze.quant import quantize
+from nnsqueeze.update import DEFAULT_UPDATE_QP, DELTA, UNCHANGED, compress_update, update_records
 
 MAGIC = b"FU"
 WHOLE_MODEL = 0x80  # method-byte flag of whole-model sparsification
@@ -134,6 +139,11 @@ class Compressor(ABC):
         """The message and what the receiver decodes from it."""
         message = self.encode(tensors)
         return message, self.decode(message, [np.shape(t) for t in tensors])
+
+    def for_model(self, model: Mapping[str, np.ndarray]) -> Compressor:
+        """This compressor for messages that change ``model`` (the global model both sides hold, by
+        name, in order); only coders that code against the model (:class:`NnsqUpdate`) use it."""
+        return self
 
 
 @dataclass(frozen=True)
@@ -438,16 +448,103 @@ class CabacPreviousUpdate(CabacQuantized):
         return self._reconstruct(levels, step)
 
 
+@dataclass(frozen=True)
+class NnsqUpdate(Compressor):
+    """The change as an ``.nnsq`` update file of the model both sides hold (:mod:`nnsqueeze.update`):
+    the new model ``model + change`` coded against ``model`` at the update's step ``qp``, with the
+    update's trellis and reconstruction gain.  The message is the file: ``nnsqueeze.apply_update``
+    (or ``nnsqueeze decompress --base``) turns it and the model into exactly the model the receiver
+    gets by adding the decoded change, and the file's base hash makes a receiver that holds another
+    model fail with :class:`~nnsqueeze.errors.BaseMismatchError` instead of drifting.
+
+    Both sides set the model with :meth:`for_model` before each message (float32 copies; names and
+    order as in the model).
+
+    >>> import nnsqueeze
+    >>> model = {"w": np.linspace(-1, 1, 400, dtype=np.float32).reshape(20, 20)}
+    >>> coder = NnsqUpdate(qp=-32).for_model(model)
+    >>> change = [np.full((20, 20), 0.01, np.float32)]
+    >>> message, decoded = coder.roundtrip(change)
+    >>> new = nnsqueeze.apply_update(message, [model])
+    >>> bool(np.array_equal(new["w"], model["w"] + decoded[0])), message[1:5] == b"NNSQ"
+    (True, True)
+    """
+
+    qp: int = DEFAULT_UPDATE_QP
+    model: tuple[NamedTensor, ...] = field(default=(), compare=False, repr=False)
+    name: ClassVar[str] = "nnsq-update"
+    method_id: ClassVar[int] = 6
+
+    def for_model(self, model: Mapping[str, np.ndarray]) -> NnsqUpdate:
+        held = tuple(
+            NamedTensor(n, np.array(a, dtype=np.float32, copy=True), "float32") for n, a in model.items()
+        )
+        return dataclasses.replace(self, model=held)
+
+    def _model_of(self, shapes: Sequence[Shape]) -> tuple[NamedTensor, ...]:
+        if not self.model:
+            msg = "nnsq-update codes against the model both sides hold; set it with for_model(model)"
+            raise ConfigError(msg)
+        got = [t.array.shape for t in self.model]
+        if got != [tuple(s) for s in shapes]:
+            msg = f"the model has shapes {got}, the update {[tuple(s) for s in shapes]}"
+            raise ConfigError(msg)
+        return self.model
+
+    def encode_tensor(self, values: np.ndarray) -> bytes:
+        msg = "nnsq-update codes whole models (encode), not single tensors"
+        raise ConfigError(msg)
+
+    def decode_tensor(self, payload: bytes, shape: Shape) -> np.ndarray:
+        msg = "nnsq-update decodes whole models (decode), not single tensors"
+        raise ConfigError(msg)
+
+    def encode(self, tensors: Sequence[np.ndarray]) -> bytes:
+        model = self._model_of([np.shape(t) for t in tensors])
+        new = {t.name: t.array + np.asarray(c, dtype=np.float32) for t, c in zip(model, tensors, strict=True)}
+        base = {t.name: t.array for t in model}
+        data = compress_update(new, [base], qp=self.qp).data
+        assert data is not None  # no destination given: the file comes back as bytes
+        return data
+
+    def decode(self, message: bytes, shapes: Sequence[Shape]) -> list[np.ndarray]:
+        model = self._model_of(shapes)
+        records = update_records(bytes(message), {t.name: t for t in model})
+        names = [t.name for t in model]
+        if list(records) != names:
+            msg = f"the update has tensors {list(records)[:4]}..., the model {names[:4]}..."
+            raise BitstreamError(msg)
+        out = []
+        for t in model:
+            kind, coded = records[t.name]
+            if kind == UNCHANGED:
+                # x + (-0.0) is x for every float x (+0.0 would turn a -0.0 weight into +0.0)
+                out.append(np.full(t.array.shape, -0.0, dtype=np.float32))
+            elif kind == DELTA and coded is not None and coded.dtype == "float32":
+                out.append(coded.array.reshape(t.array.shape))
+            else:
+                msg = f"the update stores tensor {t.name!r} as {kind}; a change of the model is a difference"
+                raise BitstreamError(msg)
+        return out
+
+
 COMPRESSORS: dict[str, type[Compressor]] = {
-    c.name: c for c in (Identity, TopK, SparseBinary, SparseTernary, CabacQuantized, CabacPreviousUpdate)
+    c.name: c
+    for c in (Identity, TopK, SparseBinary, SparseTernary, CabacQuantized, CabacPreviousUpdate, NnsqUpdate)
 }
 
 
 def make_compressor(
-    name: str, *, sparsity: float = 0.01, bits: int = 2, whole_model: bool = False
+    name: str,
+    *,
+    sparsity: float = 0.01,
+    bits: int = 2,
+    whole_model: bool = False,
+    qp: int = DEFAULT_UPDATE_QP,
 ) -> Compressor:
-    """A compressor by name: ``identity``, ``topk``, ``sbc``, ``stc``, ``cabac``, ``cabac-prev``
-    (``dgc`` uses ``topk``); ``whole_model`` applies to the sparsifiers (top-k, SBC, STC)."""
+    """A compressor by name: ``identity``, ``topk``, ``sbc``, ``stc``, ``cabac``, ``cabac-prev``,
+    ``nnsq-update`` (``dgc`` uses ``topk``); ``whole_model`` applies to the sparsifiers (top-k, SBC,
+    STC), ``qp`` to ``nnsq-update``."""
     if name == "identity":
         return Identity()
     if name in ("topk", "dgc"):
@@ -460,5 +557,7 @@ def make_compressor(
         return CabacQuantized(bits=bits)
     if name == "cabac-prev":
         return CabacPreviousUpdate(bits=bits)
+    if name == "nnsq-update":
+        return NnsqUpdate(qp=qp)
     msg = f"unknown compressor {name!r}; choose from {', '.join([*COMPRESSORS, 'dgc'])}"
     raise ConfigError(msg)

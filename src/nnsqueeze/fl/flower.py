@@ -13,7 +13,8 @@ Two pieces, used together (``pip install "nnsqueeze[flower]"``):
   corrupt or non-finite with a logged reason, and returns ``global + sum_i w_i delta_i`` with
   ``w_i`` proportional to ``num-examples``.
 
-Downstream: ``CompressedFedAvg(..., downstream="stc")`` compresses the broadcast too, as STC does.
+Downstream: ``CompressedFedAvg(..., downstream="stc")`` compresses the broadcast too, as STC does
+(``downstream="nnsq-update"``: each change is an ``.nnsq`` update file of the previous global model).
 The server compresses each round's change of the global model (with its own error-feedback residual)
 and applies the *decoded* change to its copy, so server and clients hold bit-identical models.  It keeps
 the recent messages (STC's update caching) while their total stays below the dense model's size.  A node
@@ -44,6 +45,7 @@ from nnsqueeze.fl.compressors import WHOLE_MODEL, CabacPreviousUpdate, Compresso
 from nnsqueeze.fl.error_feedback import ErrorFeedback
 from nnsqueeze.fl.screening import DEFAULT_MAX_NUM_EXAMPLES, ReplyScreen, check_bounds
 from nnsqueeze.fl.simulation import fedavg
+from nnsqueeze.update import DEFAULT_UPDATE_QP
 
 try:
     from flwr.app import (
@@ -91,11 +93,11 @@ def _the_metric_record(content: RecordDict, what: str) -> MetricRecord:
     return next(iter(records.values()))
 
 
-def _codec(compressor: str | Compressor, sparsity: float, bits: int) -> Compressor:
+def _codec(compressor: str | Compressor, sparsity: float, bits: int, qp: int) -> Compressor:
     codec = (
         compressor
         if isinstance(compressor, Compressor)
-        else make_compressor(compressor, sparsity=sparsity, bits=bits)
+        else make_compressor(compressor, sparsity=sparsity, bits=bits, qp=qp)
     )
     if isinstance(codec, CabacPreviousUpdate):
         msg = "'cabac-prev' is not supported with Flower (nodes that miss rounds lack its reference)"
@@ -124,14 +126,16 @@ def make_compression_mod(
     *,
     sparsity: float = 0.01,
     bits: int = 2,
+    qp: int = DEFAULT_UPDATE_QP,
     error_feedback: bool = True,
 ) -> Mod:
     """A client Mod that replaces the train reply's arrays by one compressed update message.
 
-    ``compressor`` is a :class:`Compressor` or a name for :func:`make_compressor` (``sparsity`` and
-    ``bits`` go to it).  The server must run :class:`CompressedFedAvg` with the same compressor.
+    ``compressor`` is a :class:`Compressor` or a name for :func:`make_compressor` (``sparsity``,
+    ``bits`` and ``qp`` go to it; ``nnsq-update`` replies are ``.nnsq`` update files of the global
+    model the node was sent).  The server must run :class:`CompressedFedAvg` with the same compressor.
     """
-    codec = _codec(compressor, sparsity, bits)
+    codec = _codec(compressor, sparsity, bits, qp)
 
     def compression_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
         if msg.metadata.message_type != MessageType.TRAIN:
@@ -159,7 +163,7 @@ def make_compression_mod(
             # raising makes Flower send an error reply, and the residual stays clean
             reason = "the local model has NaN/Inf values; no update is sent"
             raise TensorError(reason)
-        ef = ErrorFeedback(codec, enabled=error_feedback)
+        ef = ErrorFeedback(codec.for_model(global_arrays), enabled=error_feedback)
         if error_feedback:
             ef.residual = _load_residual(ctx.state, [d.shape for d in delta])
         message, _ = ef.step(delta)
@@ -255,7 +259,7 @@ def _apply_chain(
         whole_model = len(payload.data) > 3 and bool(payload.data[3] & WHOLE_MODEL)
         codec = make_compressor(
             payload.stype.removeprefix(DOWN_STYPE_PREFIX), bits=bits, whole_model=whole_model
-        )
+        ).for_model(arrays)
         try:
             delta = codec.decode(payload.data, [a.shape for a in arrays.values()])
         except BitstreamError as exc:
@@ -284,9 +288,11 @@ class CompressedFedAvg(FedAvg):
     ``compressor`` (or a name with ``bits`` for ``cabac``) decodes the replies; the remaining keyword
     arguments are FedAvg's (``fraction_train``, ``min_available_nodes``, ``weighted_by_key``, ...).
 
-    ``downstream`` (a compressor name, with ``downstream_sparsity`` and ``bits``) compresses the
-    broadcast: each round's change of the global model plus the server's residual is compressed, and
-    the decoded change is what the global model moves by.  The recent messages are kept, the oldest
+    ``downstream`` (a compressor name, with ``downstream_sparsity``, ``bits`` and ``qp``) compresses
+    the broadcast: each round's change of the global model plus the server's residual is compressed,
+    and the decoded change is what the global model moves by.  With ``"nnsq-update"`` each change is
+    an ``.nnsq`` update file of the previous global model, and the new global model is exactly what
+    ``nnsqueeze.apply_update`` makes of it.  The recent messages are kept, the oldest
     dropped while their total size reaches the dense model's or there are more than
     ``max_cached_versions``.  A node that holds an older version (it sent a usable reply in the round
     that produced it) gets the kept messages from there to the current version, else the dense model.
@@ -305,6 +311,7 @@ class CompressedFedAvg(FedAvg):
         bits: int = 2,
         downstream: str | Compressor | None = None,
         downstream_sparsity: float = 0.01,
+        qp: int = DEFAULT_UPDATE_QP,
         max_cached_versions: int | None = None,
         max_update_norm: float | None = None,
         max_num_examples: float = DEFAULT_MAX_NUM_EXAMPLES,
@@ -319,12 +326,12 @@ class CompressedFedAvg(FedAvg):
         self.max_num_examples = max_num_examples
         self.max_message_bytes = max_message_bytes
         super().__init__(**fedavg)
-        self.compressor = _codec(compressor, 1.0, bits)  # sparsity is read from the payload
+        self.compressor = _codec(compressor, 1.0, bits, qp)  # sparsity is read from the payload
         self.bits = bits
         self._global: dict[str, np.ndarray] = {}
         self._down: ErrorFeedback | None = None
         if downstream is not None:
-            self._down = ErrorFeedback(_codec(downstream, downstream_sparsity, bits))
+            self._down = ErrorFeedback(_codec(downstream, downstream_sparsity, bits, qp))
         self.max_cached_versions = max_cached_versions
         self._version = 0  # of self._global; nodes hold versions
         self._cache: dict[int, bytes] = {}  # version v -> the change from v - 1 to v, as sent; recent ones
@@ -341,7 +348,7 @@ class CompressedFedAvg(FedAvg):
         messages = super().configure_train(server_round, arrays, config, grid)
         current = _numpy(arrays)
         self._screen = ReplyScreen(
-            self.compressor,
+            self.compressor.for_model(current),  # nnsq-update replies code against the sent model
             list(current),
             [a.shape for a in current.values()],
             max_num_examples=self.max_num_examples,
@@ -421,6 +428,7 @@ class CompressedFedAvg(FedAvg):
         mean = fedavg(deltas, weights)
         broadcast = None
         if self._down is not None:  # the model moves by what the clients will decode
+            self._down.compressor = self._down.compressor.for_model(self._global)
             broadcast, mean = self._down.step(mean)
         arrays = {name: _add(g, d) for (name, g), d in zip(self._global.items(), mean, strict=True)}
         if broadcast is not None:

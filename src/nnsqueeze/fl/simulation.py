@@ -6,7 +6,9 @@ its own residual when error feedback is on).  The server screens every reply wit
 :class:`~nnsqueeze.fl.screening.ReplyScreen` (the checks ``CompressedFedAvg`` makes), excludes
 dropped, stale, replayed, malformed or non-finite ones with a logged reason, and adds the
 sample-weighted mean of the rest.
-The server's broadcast can be compressed too (``downstream``, with a server residual, as in STC).
+The server's broadcast can be compressed too (``downstream``, with a server residual, as in STC);
+``downstream="nnsq-update"`` broadcasts each round as an ``.nnsq`` update file of the last global
+model, so the server's next model is exactly ``nnsqueeze.apply_update(broadcast, [last model])``.
 Upload and download bytes are the lengths of the messages.
 
 >>> result = run_simulation(SimulationConfig(clients=4, rounds=2, compressor="stc"))  # doctest: +SKIP
@@ -21,7 +23,7 @@ import logging
 import math
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -33,11 +35,12 @@ from nnsqueeze.fl.compressors import CabacPreviousUpdate, Compressor, Identity, 
 from nnsqueeze.fl.error_feedback import DeepGradientCompression, ErrorFeedback
 from nnsqueeze.fl.partition import dirichlet_partition, iid_partition
 from nnsqueeze.fl.screening import ReplyScreen
+from nnsqueeze.update import DEFAULT_UPDATE_QP
 
 log = logging.getLogger("nnsqueeze.fl")
 
 DATASETS = ("digits", "mnist1d")
-COMPRESSOR_NAMES = ("identity", "topk", "dgc", "sbc", "stc", "cabac", "cabac-prev")
+COMPRESSOR_NAMES = ("identity", "topk", "dgc", "sbc", "stc", "cabac", "cabac-prev", "nnsq-update")
 # What a faulty client does: NaN values, a flipped byte, a reply tagged with the last round, its
 # reply sent twice, an absurd number of examples, a message padded past the size bound, an update
 # missing its last tensor (another model).
@@ -66,6 +69,7 @@ class SimulationConfig:
     # client momentum 0.9: 0.11 accuracy after 40 rounds at 0.9 here, 0.69 at 0)
     dgc_momentum: float = 0.9
     downstream: str | None = None  # compressor of the server's broadcast (with a server residual)
+    qp: int = DEFAULT_UPDATE_QP  # the step of nnsq-update messages (either direction)
     dropout: float = 0.0  # probability that a selected client does not answer
     faults: float = 0.0  # probability that a client's reply is faulty (robustness tests)
     fault_kinds: tuple[str, ...] = FAULT_KINDS  # the faults drawn from, uniformly
@@ -208,19 +212,33 @@ def _client_state(config: SimulationConfig) -> _Uploader:
 
 def _decoder(config: SimulationConfig) -> Compressor:
     return make_compressor(
-        config.compressor, sparsity=config.sparsity, bits=config.bits, whole_model=config.whole_model
+        config.compressor,
+        sparsity=config.sparsity,
+        bits=config.bits,
+        whole_model=config.whole_model,
+        qp=config.qp,
     )
 
 
-def _share_reference(
-    decoder: Compressor, uploaders: Sequence[_Uploader], applied: list[np.ndarray]
+def _share_state(
+    decoder: Compressor,
+    uploaders: Sequence[_Uploader],
+    model: Mapping[str, np.ndarray],
+    applied: list[np.ndarray] | None = None,
 ) -> Compressor:
-    """After a round, every ``cabac-prev`` coder (clients, server, broadcast) conditions on the update
-    just applied, which all of them know."""
+    """Before a round, every coder (clients, server, broadcast) codes against the global ``model``
+    (``nnsq-update``) and, once an update was ``applied``, conditions on it (``cabac-prev``): all of
+    them know both."""
+
+    def share(coder: Compressor) -> Compressor:
+        if applied is not None and isinstance(coder, CabacPreviousUpdate):
+            coder = coder.with_reference(applied)
+        return coder.for_model(model)
+
     for uploader in uploaders:
-        if isinstance(uploader, ErrorFeedback) and isinstance(uploader.compressor, CabacPreviousUpdate):
-            uploader.compressor = uploader.compressor.with_reference(applied)
-    return decoder.with_reference(applied) if isinstance(decoder, CabacPreviousUpdate) else decoder
+        if isinstance(uploader, ErrorFeedback):
+            uploader.compressor = share(uploader.compressor)
+    return share(decoder)
 
 
 def _progress(config: SimulationConfig, rec: RoundRecord, stream: Any) -> None:
@@ -271,11 +289,12 @@ def _run(config: SimulationConfig, task: Task, progress: bool) -> SimulationResu
     uploaders = [_client_state(config) for _ in range(config.clients)]
     decoder = _decoder(config)
     down = ErrorFeedback(
-        make_compressor(config.downstream, sparsity=config.sparsity, bits=config.bits)
+        make_compressor(config.downstream, sparsity=config.sparsity, bits=config.bits, qp=config.qp)
         if config.downstream
         else Identity(),
         enabled=True,
     )
+    decoder = _share_state(decoder, [*uploaders, down], dict(zip(names, global_params, strict=True)))
     rng = np.random.default_rng(config.seed)
     fault_rng = random.Random(config.seed + 1)
     per_round = max(1, round(config.participation * config.clients))
@@ -350,7 +369,8 @@ def _run(config: SimulationConfig, task: Task, progress: bool) -> SimulationResu
             message, applied = down.step(mean)
             broadcast_bytes = len(message)
             global_params = [g + a for g, a in zip(global_params, applied, strict=True)]
-            decoder = _share_reference(decoder, [*uploaders, down], applied)
+            model_now = dict(zip(names, global_params, strict=True))
+            decoder = _share_state(decoder, [*uploaders, down], model_now, applied)
         else:
             log.warning("round %d: no usable update; the global model is unchanged", rnd)
             broadcast_bytes = 0
