@@ -190,7 +190,7 @@ void encode_rans(const uint8_t* symbols, std::size_t n, const Frequencies& f, st
         cum += f[s];
     }
     detail::RansWordSink sink(n);
-    for (std::size_t i = n; i-- > 0;) sink.put(static_cast<int>(i & (kLanes - 1)), table[symbols[i]]);
+    sink.put_run(n, [&](std::size_t i) -> const detail::RansEncSymbol& { return table[symbols[i]]; });
     sink.finish(stream);
 }
 

@@ -1,17 +1,36 @@
 #include "nnsqueeze/quantize.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace nnsqueeze {
 
 int64_t quantize_uniform(const float* w, std::size_t count, double step, int64_t max_abs_level, int32_t* levels) {
     const double inv = 1.0 / step;
-    const double limit = static_cast<double>(max_abs_level) + 0.5;
-    for (std::size_t i = 0; i < count; ++i) {
-        const double x = static_cast<double>(w[i]) * inv;
-        // Also rejects NaN: every comparison with NaN is false.
-        if (!(std::fabs(x) < limit)) return static_cast<int64_t>(i);
-        levels[i] = static_cast<int32_t>(x < 0 ? -std::floor(-x + 0.5) : std::floor(x + 0.5));
+    // Levels are int32: a larger bound could not be stored anyway.
+    const double limit = static_cast<double>(std::min<int64_t>(max_abs_level, INT32_MAX)) + 0.5;
+    // Blocks of a few KB: a range check, then the rounding, each a loop without an exit that the
+    // compiler vectorizes; the first bad element is looked for only in a block that has one.
+    constexpr std::size_t kBlock = 1024;
+    for (std::size_t start = 0; start < count; start += kBlock) {
+        const std::size_t n = std::min(kBlock, count - start);
+        const float* x = w + start;
+        uint32_t outside = 0;
+        // Also catches NaN: every comparison with NaN is false.
+        for (std::size_t i = 0; i < n; ++i) outside |= !(std::fabs(static_cast<double>(x[i]) * inv) < limit);
+        if (outside) {
+            for (std::size_t i = 0; i < n; ++i)
+                if (!(std::fabs(static_cast<double>(x[i]) * inv) < limit)) return static_cast<int64_t>(start + i);
+        }
+        int32_t* out = levels + start;
+        for (std::size_t i = 0; i < n; ++i) {
+            const double v = static_cast<double>(x[i]) * inv;
+            // Ties away from zero: floor(|v| + 0.5), which for a non-negative value is the truncating
+            // conversion, with the sign put back.
+            const auto magnitude = static_cast<int32_t>(std::fabs(v) + 0.5);
+            out[i] = v < 0 ? -magnitude : magnitude;
+        }
     }
     return -1;
 }

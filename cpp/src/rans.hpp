@@ -47,17 +47,25 @@ public:
         state_.fill(kRansStateLow);
     }
 
-    // Codes one symbol on state `lane` (encoding runs from the last symbol to the first).
-    void put(int lane, const RansEncSymbol& e) {
-        uint32_t& x = state_[static_cast<std::size_t>(lane)];
-        // Branch-free renormalisation: whether a word is shed is a coin flip on dense data.  The
-        // store is harmless when not kept: fewer words than symbols were written so far.
-        const uint32_t shed = x >= e.x_max;
-        w_[-1] = static_cast<uint16_t>(x);
-        w_ -= shed;
-        x >>= 16 * shed;
-        const auto q = static_cast<uint32_t>((static_cast<uint64_t>(x) * e.rcp) >> e.shift);
-        x += e.bias + q * e.cmpl;
+    // Codes the symbols `at(n - 1)`, ..., `at(0)` of a run whose element i uses state i mod 4 (the
+    // encoding runs from the last symbol to the first).  The four states stay in registers and the
+    // lane of each element is fixed by the unrolling, so no index is computed per symbol.
+    template <class SymbolAt>
+    void put_run(std::size_t n, SymbolAt&& at) {
+        uint32_t x0 = state_[0], x1 = state_[1], x2 = state_[2], x3 = state_[3];
+        uint16_t* w = w_;
+        const std::size_t whole = n & ~std::size_t{kRansLanes - 1};
+        if (n - whole == 3) put(x2, at(whole + 2), w);
+        if (n - whole >= 2) put(x1, at(whole + 1), w);
+        if (n - whole >= 1) put(x0, at(whole), w);
+        for (std::size_t i = whole; i != 0; i -= kRansLanes) {
+            put(x3, at(i - 1), w);
+            put(x2, at(i - 2), w);
+            put(x1, at(i - 3), w);
+            put(x0, at(i - 4), w);
+        }
+        state_ = {x0, x1, x2, x3};
+        w_ = w;
     }
 
     // Appends the four final states (little-endian) and the words.
@@ -76,6 +84,18 @@ public:
     }
 
 private:
+    // One symbol on state `x`, its word (if any) written below `w`.
+    static void put(uint32_t& x, const RansEncSymbol& e, uint16_t*& w) {
+        // Branch-free renormalisation: whether a word is shed is a coin flip on dense data.  The
+        // store is harmless when not kept: fewer words than symbols were written so far.
+        const uint32_t shed = x >= e.x_max;
+        w[-1] = static_cast<uint16_t>(x);
+        w -= shed;
+        x >>= 16 * shed;
+        const auto q = static_cast<uint32_t>((static_cast<uint64_t>(x) * e.rcp) >> e.shift);
+        x += e.bias + q * e.cmpl;
+    }
+
     std::vector<uint16_t> words_;
     uint16_t* w_;
     std::array<uint32_t, kRansLanes> state_{};

@@ -166,17 +166,23 @@ private:
 class BitWriter {
 public:
     explicit BitWriter(std::vector<uint8_t>& out) : out_(out) {}
+    // Appends the low `nbits` bits of `value` (nbits <= 28, value below 2^nbits; nbits may be 0, so
+    // callers need not branch on whether an element has bits).  Whole 32-bit words go out at once.
     void put(uint32_t value, int nbits) {
         acc_ |= static_cast<uint64_t>(value) << fill_;
         fill_ += nbits;
-        while (fill_ >= 8) {
-            out_.push_back(static_cast<uint8_t>(acc_));
-            acc_ >>= 8;
-            fill_ -= 8;
+        if (fill_ >= 32) {
+            const auto word = static_cast<uint32_t>(acc_);
+            for (int b = 0; b < 4; ++b) out_.push_back(static_cast<uint8_t>(word >> (8 * b)));
+            acc_ >>= 32;
+            fill_ -= 32;
         }
     }
     void finish() {
-        if (fill_ > 0) out_.push_back(static_cast<uint8_t>(acc_));
+        for (; fill_ > 0; fill_ -= 8) {
+            out_.push_back(static_cast<uint8_t>(acc_));
+            acc_ >>= 8;
+        }
         acc_ = 0;
         fill_ = 0;
     }
@@ -594,8 +600,11 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
     const std::size_t count = rows * cols;
     if (count == 0) return;
     // Pass 1: contexts, tokens and raw bits in scan order, and the counts of each class.
-    std::vector<uint8_t> classes(count), tokens(count);
-    std::vector<TokenCounts> counts(kTokenClasses, TokenCounts{});
+    // Each element's symbol: class * kTokens + token, the index of its rANS symbol and of its count.
+    static_assert(kTokenClasses * kTokens <= 65536);
+    std::vector<uint16_t> symbol_of(count);
+    std::vector<uint64_t> symbol_counts(static_cast<std::size_t>(kTokenClasses) * kTokens, 0);
+    uint64_t* flat_counts = symbol_counts.data();
     std::vector<uint8_t> sign_bytes, magnitude_bytes;
     sign_bytes.reserve(count / 8 + 16);
     BitWriter signs(sign_bytes), magnitude(magnitude_bytes);
@@ -617,11 +626,12 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
             const int cls = scale_class(row_mag, col_term[c]);
             int extra = 0;
             const uint32_t tok = token_of(mag, extra);
-            classes[i] = static_cast<uint8_t>(cls);
-            tokens[i] = static_cast<uint8_t>(tok);
-            ++counts[static_cast<std::size_t>(cls)][tok];
-            if (extra) magnitude.put(mag & ((1u << extra) - 1), extra);
-            if (mag) signs.put(q < 0, 1);
+            const auto symbol = static_cast<uint16_t>(cls * kTokens + static_cast<int>(tok));
+            symbol_of[i] = symbol;
+            ++flat_counts[symbol];
+            // Branch-free: whether an element has magnitude bits or a sign is data, not a pattern.
+            magnitude.put(mag & ((1u << extra) - 1), extra);
+            signs.put(static_cast<uint32_t>(q < 0), mag != 0);
             mags[c] = tracked(mag);
             if (c + 1 >= kRowLag) row_mag = next_row_mag(row_mag, mags[c + 1 - kRowLag], row_shift[c + 1 - kRowLag]);
         }
@@ -635,7 +645,8 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
     std::vector<uint8_t> tables;
     BitWriter table_bits(tables);
     for (int cls = 0; cls < kTokenClasses; ++cls) {
-        const TokenCounts& h = counts[static_cast<std::size_t>(cls)];
+        TokenCounts h{};
+        std::copy_n(symbol_counts.begin() + cls * kTokens, kTokens, h.begin());
         uint64_t n = 0;
         for (uint64_t v : h) n += v;
         if (n == 0) continue;
@@ -653,11 +664,12 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
         }
     }
     table_bits.finish();
-    // Pass 2: the tokens backwards.
+    // Pass 2: the tokens backwards, row by row (column c of every row uses state c mod 4).
     detail::RansWordSink sink(count);
-    for (std::size_t k = count; k-- > 0;)
-        sink.put(static_cast<int>((k % cols) & (detail::kRansLanes - 1)),
-                 symbols[static_cast<std::size_t>(classes[k]) * kTokens + tokens[k]]);
+    for (std::size_t r = rows; r-- > 0;) {
+        const uint16_t* row_symbols = symbol_of.data() + r * cols;
+        sink.put_run(cols, [&](std::size_t c) -> const detail::RansEncSymbol& { return symbols[row_symbols[c]]; });
+    }
     std::vector<uint8_t> stream;
     sink.finish(stream);
     out.insert(out.end(), bitmap.begin(), bitmap.end());
