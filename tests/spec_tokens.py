@@ -12,7 +12,7 @@ class SpecError(Exception):
     pass
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     value, shift = 0, 0
     while True:
         if pos >= len(data):
@@ -86,7 +86,7 @@ def decode(payload: bytes, rows: int, cols: int) -> list[int]:
     bitmap = int.from_bytes(payload[:3], "little")
     if bitmap >> CLASSES:
         raise SpecError("bitmap names classes past 19")
-    table_len, pos = _varint(payload, 3)
+    table_len, pos = read_varint(payload, 3)
     tables = _Bits(payload[pos : pos + table_len])
     if pos + table_len > len(payload):
         raise SpecError("tables run past the payload")
@@ -111,12 +111,12 @@ def decode(payload: bytes, rows: int, cols: int) -> list[int]:
         starts = [sum(freqs[:t]) for t in range(used)]
         classes[k] = list(zip(freqs, starts, strict=True))
     tables.finished()
-    stream_len, pos = _varint(payload, pos)
+    stream_len, pos = read_varint(payload, pos)
     stream = payload[pos : pos + stream_len]
     if pos + stream_len > len(payload) or stream_len < 16 or (stream_len - 16) % 2:
         raise SpecError("bad rANS stream")
     pos += stream_len
-    sign_len, pos = _varint(payload, pos)
+    sign_len, pos = read_varint(payload, pos)
     if pos + sign_len > len(payload):
         raise SpecError("signs run past the payload")
     signs = _Bits(payload[pos : pos + sign_len])

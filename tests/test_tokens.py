@@ -206,3 +206,15 @@ def test_auto_keeps_tokens_where_they_match_cabac_and_leaves_them_where_cabac_wi
     assert by_name["runs"].method == "uniform"
     forced = nnsqueeze.compress({"runs": runs}, options=dataclasses.replace(opts, coder="tokens"))
     assert by_name["runs"].coded_bytes < forced.tensors[0].coded_bytes
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (8, 40), (300, 200)])
+def test_table_bytes_end_where_the_spec_reader_starts_the_rans_stream(shape: tuple[int, int]) -> None:
+    levels = np.random.default_rng(11).laplace(0, 40, shape).astype(np.int32)
+    payload = tokens.encode_tokens(levels)
+    # format.md: bitmap[3], varint table_len, tables[table_len], then the stream
+    table_len, pos = spec_tokens.read_varint(payload, 3)
+    assert tokens.table_bytes(payload) == pos + table_len < len(payload)
+    for cut in (0, 2, 3, pos + table_len - 1):
+        with pytest.raises(BitstreamError, match="too short for its frequency tables"):
+            tokens.table_bytes(payload[:cut])

@@ -58,8 +58,12 @@ TOKENS_MIN_ELEMENTS = 1 << 16
 # Under coder="auto" at effort 1 such a weight codes a block of about this many elements from the
 # middle of its rows both ways first.  Tokens match CABAC on most weights (MiniLM: 0.99-1.004x on the
 # block) and decode several times faster, but CABAC's adaptive contexts win on smooth, sparse ones
-# (CREPE's convolutions: 1.02-1.7x): tokens are kept while at most TOKENS_TOLERANCE x as large.
-COMPARE_BLOCK_ELEMENTS = 1 << 15
+# (CREPE's convolutions: 1.02-1.7x): tokens are kept while at most TOKENS_TOLERANCE x as large,
+# counting their levels without the block's frequency tables (a whole tensor spreads its tables
+# over far more levels).  So counted, a block of 2^13 elements makes the choice that 2^15 made with
+# the tables (the same on all 117 MiniLM choices at QP -20/-28/-38, 4 tokens more of 33 CREPE ones),
+# and its CABAC trial, which coded about 30 % of the time of a MiniLM weight, costs a quarter.
+COMPARE_BLOCK_ELEMENTS = 1 << 13
 TOKENS_TOLERANCE = 1.01
 
 
@@ -341,18 +345,18 @@ def _encode_float(
 
 
 def _tokens_pay(matrix: np.ndarray, step: float, name: str) -> bool:
-    """Whether tokens code a block from the middle of ``matrix``'s rows within
-    :data:`TOKENS_TOLERANCE` of CABAC's size."""
+    """Whether tokens code a block from the middle of ``matrix``'s rows, their frequency tables not
+    counted, within :data:`TOKENS_TOLERANCE` of CABAC's size."""
     rows, cols = matrix.shape
     count = max(1, min(rows, COMPARE_BLOCK_ELEMENTS // max(cols, 1)))
     start = (rows - count) // 2
     block = np.ascontiguousarray(matrix[start : start + count])
     settings = cabac.candidate_settings(block.size, None, 1)[0]
-    tokens_bytes = len(methods.TOKENS.encode_rows(step, name)(block, None, settings)[0])
+    tokens_payload = methods.TOKENS.encode_rows(step, name)(block, None, settings)[0]
     cabac_bytes = len(
         uniform_encode(block, step, num_gtx=settings.num_gtx, adaptation=settings.adaptation, name=name)
     )
-    return tokens_bytes <= TOKENS_TOLERANCE * cabac_bytes
+    return len(tokens_payload) - tokens.table_bytes(tokens_payload) <= TOKENS_TOLERANCE * cabac_bytes
 
 
 def _encode_tokens(
