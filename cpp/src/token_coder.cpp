@@ -194,27 +194,19 @@ private:
 };
 
 // Reads a section of raw bits by position: a read is a load at the position's byte and a shift, so
-// consecutive reads do not wait on each other (only the position, one addition, carries over).
+// consecutive reads do not wait on each other (only the position, one addition, carries over).  The
+// decoder reads from a copy padded with zero bytes (PaddedBits), so reads need no bounds check.
 class BitSection {
 public:
     BitSection(const uint8_t* data, std::size_t size) : data_(data), size_(size) {}
 
-    // The bits from bit position `pos` on, at least 57 of them (zeros past the end: check_finished()
-    // tells).  Unchecked reads need 8 bytes left from pos / 8 (see bytes_from).
-    template <bool Checked>
+    // The bits from bit position `pos` on, at least 57 of them; the caller guarantees 8 readable
+    // bytes from pos / 8 (past the section's end they are the copy's zero padding).
     uint64_t from(uint64_t pos) const {
-        const uint64_t byte = pos >> 3;
         uint64_t word = 0;
-        if (!Checked || byte + 8 <= size_) {
-            std::memcpy(&word, data_ + byte, 8);
-        } else {
-            for (uint64_t k = byte; k < size_; ++k) word |= static_cast<uint64_t>(data_[k]) << (8 * (k - byte));
-        }
+        std::memcpy(&word, data_ + (pos >> 3), 8);
         return word >> (pos & 7);
     }
-
-    // Bytes of the section from bit position `pos` on (0 past the end).
-    uint64_t bytes_from(uint64_t pos) const { return pos / 8 < size_ ? size_ - pos / 8 : 0; }
 
     // `read` bits were taken: every byte must have been read and the last one's padding be zero, so
     // that each level sequence has one encoding.
@@ -453,6 +445,20 @@ SlotTables& thread_tables() {
     return *tables;
 }
 
+// A raw section copied with `padding` zero bytes after it, so that reads from any position up to
+// `padding` - 8 bytes past its end stay in the copy.
+class PaddedBits {
+public:
+    PaddedBits(const uint8_t* data, std::size_t size, std::size_t padding) : bytes_(size + padding, 0), size_(size) {
+        if (size) std::memcpy(bytes_.data(), data, size);
+    }
+    BitSection section() const { return {bytes_.data(), size_}; }
+
+private:
+    std::vector<uint8_t> bytes_;
+    std::size_t size_;
+};
+
 // The two raw sections and the positions read so far.
 struct RawBits {
     BitSection signs;
@@ -461,11 +467,11 @@ struct RawBits {
     uint64_t magnitude_pos = 0;
 };
 
-// Decodes row `row` into `levels` (cols of them); Checked guards every rANS word and RawChecked every
-// raw-bit read, for rows near the end of a possibly truncated payload (or of a raw section).  Column c
+// Decodes row `row` into `levels` (cols of them); Checked guards every rANS word, for rows near the
+// end of a possibly truncated payload.  Raw bits come from padded copies (see decode_to).  Column c
 // uses rANS state c mod 4.  All state lives in locals so that it stays in registers.  Returns false
 // if an element fell into a class without a table.
-template <bool Checked, bool RawChecked>
+template <bool Checked>
 bool decode_row(TokenContext& ctx, std::size_t row, const uint32_t* __restrict slot, detail::RansSource& rans,
                 RawBits& raw, std::size_t cols, int32_t* __restrict levels) {
     uint32_t row_mag = ctx.start_row(row);
@@ -500,10 +506,10 @@ bool decode_row(TokenContext& ctx, std::size_t row, const uint32_t* __restrict s
         absent |= e;
         // Branch-free: at fine steps most tokens carry raw bits, at coarse ones few do.
         const uint32_t mag = kTokenTable.base[tok] +
-                             (static_cast<uint32_t>(raw.magnitude.from<RawChecked>(magnitude_pos)) & kTokenTable.mask[tok]);
+                             (static_cast<uint32_t>(raw.magnitude.from(magnitude_pos)) & kTokenTable.mask[tok]);
         magnitude_pos += kTokenTable.extra[tok];
         const uint32_t signed_ = tok != 0;
-        const auto negative = static_cast<uint32_t>(raw.signs.from<RawChecked>(sign_pos)) & signed_;
+        const auto negative = static_cast<uint32_t>(raw.signs.from(sign_pos)) & signed_;
         sign_pos += signed_;
         const auto q = static_cast<int32_t>(mag), minus = -static_cast<int32_t>(negative);
         levels[c] = (q ^ minus) - minus;  // -q when negative, without a select
@@ -562,23 +568,28 @@ void decode_to(const uint8_t* data, std::size_t size, std::size_t rows, std::siz
     if (sign_bytes > in.left()) throw BitstreamError("token payload ends early (signs)");
     const uint8_t* signs = in.take(static_cast<std::size_t>(sign_bytes), "signs");
     const std::size_t magnitude_bytes = in.left();
-    RawBits raw{{signs, static_cast<std::size_t>(sign_bytes)}, {in.take(magnitude_bytes, "magnitude bits"), magnitude_bytes}};
+    const uint8_t* magnitude = in.take(magnitude_bytes, "magnitude bits");
+    // An element reads at most one rANS word, 27 magnitude bits and one sign.  The raw sections are
+    // read from copies with a row's worth of zero padding, and each row starts inside them (checked
+    // below), so raw reads need no bounds checks; past a section's end they read the zeros an
+    // unpadded reader would, and check_finished refuses the payload.  Rows near the end of the rANS
+    // stream check each word.
+    const PaddedBits sign_copy(signs, static_cast<std::size_t>(sign_bytes), cols / 8 + 16);
+    const PaddedBits magnitude_copy(magnitude, magnitude_bytes, 4 * cols + 16);
+    RawBits raw{sign_copy.section(), magnitude_copy.section()};
     TokenContext ctx(cols);
     // Rows decode into a buffer and go to the sink whole: the element loop keeps fewer registers and
     // the sink's loop vectorizes.
     std::vector<int32_t> row_levels(cols);
-    // An element reads at most one rANS word, 28 magnitude bits and one sign: rows that cannot run
-    // out skip the checks.
-    const std::size_t row_words = 2 * cols, row_magnitude = 4 * cols + 8, row_signs = cols / 8 + 9;
+    const std::size_t row_words = 2 * cols;
     int32_t* out = row_levels.data();
     const uint32_t* slot = tables.slot.data();
     for (std::size_t r = 0; r < rows; ++r) {
+        if (raw.sign_pos > 8 * sign_bytes) raw.signs.check_finished(raw.sign_pos, "signs");
+        if (raw.magnitude_pos > 8 * magnitude_bytes) raw.magnitude.check_finished(raw.magnitude_pos, "magnitude bits");
         const bool roomy = static_cast<std::size_t>(rans.end - rans.p) >= row_words;
-        const bool raw_roomy = raw.magnitude.bytes_from(raw.magnitude_pos) >= row_magnitude &&
-                               raw.signs.bytes_from(raw.sign_pos) >= row_signs;
-        const bool tabled = roomy ? (raw_roomy ? decode_row<false, false>(ctx, r, slot, rans, raw, cols, out)
-                                               : decode_row<false, true>(ctx, r, slot, rans, raw, cols, out))
-                                  : decode_row<true, true>(ctx, r, slot, rans, raw, cols, out);
+        const bool tabled = roomy ? decode_row<false>(ctx, r, slot, rans, raw, cols, out)
+                                  : decode_row<true>(ctx, r, slot, rans, raw, cols, out);
         if (!tabled) throw BitstreamError("token payload: element in a context class without a table");
         sink(r * cols, out, cols);
     }
