@@ -615,7 +615,6 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
     static_assert(kTokenClasses * kTokens <= 65536);
     std::vector<uint16_t> symbol_of(count);
     std::vector<uint64_t> symbol_counts(static_cast<std::size_t>(kTokenClasses) * kTokens, 0);
-    uint64_t* flat_counts = symbol_counts.data();
     std::vector<uint8_t> sign_bytes, magnitude_bytes;
     sign_bytes.reserve(count / 8 + 16);
     BitWriter signs(sign_bytes), magnitude(magnitude_bytes);
@@ -639,7 +638,7 @@ void encode_tokens(const int32_t* levels, std::size_t rows, std::size_t cols, st
             const uint32_t tok = token_of(mag, extra);
             const auto symbol = static_cast<uint16_t>(cls * kTokens + static_cast<int>(tok));
             symbol_of[i] = symbol;
-            ++flat_counts[symbol];
+            ++symbol_counts[symbol];
             // Branch-free: whether an element has magnitude bits or a sign is data, not a pattern.
             magnitude.put(mag & ((1u << extra) - 1), extra);
             signs.put(static_cast<uint32_t>(q < 0), mag != 0);

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnsqueeze import _core
+from nnsqueeze.coding.bytestream import ByteReader
 from nnsqueeze.coding.cabac import MAX_ABS_LEVEL, rows_cols
 from nnsqueeze.errors import BitstreamError, ConfigError
 
@@ -31,23 +32,15 @@ def max_elements_for_payload(payload_bytes: int) -> int:
     return int(_core.max_elements_for_token_payload(payload_bytes))
 
 
-def table_bytes(payload: bytes | memoryview) -> int:
+def table_bytes(payload: bytes) -> int:
     """Bytes of a token payload's header and frequency tables (its class bitmap, the table length and
     the tables), the part that does not grow with the number of levels.  Raises
     :class:`BitstreamError` for a payload too short to hold them."""
-    data = memoryview(payload)
-    length, shift, pos = 0, 0, BITMAP_BYTES
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        pos += 1
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            if pos + length > len(data):
-                break
-            return pos + length
-    msg = f"token payload of {len(data)} bytes is too short for its frequency tables"
-    raise BitstreamError(msg)
+    what = f"token payload of {len(payload)} bytes is too short for its frequency tables"
+    reader = ByteReader(payload, what)
+    reader.take(BITMAP_BYTES)
+    reader.take(reader.uvarint())
+    return reader.pos
 
 
 def encode_tokens(levels: np.ndarray) -> bytes:
